@@ -1,2 +1,9 @@
 //! Upstream MSF checkpoints to ONNX: `checkpoint` (read) → `spec` (validate, infer dims) →
 //! `graph` (build ONNX) → `write` (atomic file output).
+
+pub mod checkpoint;
+pub mod export;
+pub mod graph;
+pub mod spec;
+pub mod verify;
+pub mod write;

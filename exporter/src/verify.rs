@@ -1,0 +1,188 @@
+//! Load a written model back with tract, run it, and optionally compare with reference outputs.
+
+use msf_models::interface::{ModelMetadata, INPUT_IMAGE, INPUT_SLOTS, OUTPUT_ATTN, OUTPUT_MASKS, OUTPUT_SLOTS};
+use std::path::{Path, PathBuf};
+use tract_onnx::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("tract could not load {path}: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error("tract could not run the model: {0}")]
+    Run(String),
+    #[error("output `{name}` has shape {found:?}, expected {expected:?}")]
+    Shape { name: &'static str, expected: Vec<usize>, found: Vec<usize> },
+    #[error("output `{0}` has non-finite values")]
+    NonFinite(&'static str),
+    #[error("reference file {path}: {reason}")]
+    Reference { path: PathBuf, reason: String },
+    #[error("outputs differ from the reference: {0}")]
+    Mismatch(String),
+}
+
+/// Outputs of one run.
+pub struct Outputs {
+    pub slots: Vec<f32>,
+    pub attn: Vec<f32>,
+    pub masks: Vec<i64>,
+}
+
+/// Comparison against a reference, worst case over the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Diff {
+    pub slots_max_abs: f32,
+    pub attn_max_abs: f32,
+    pub mask_agreement: f64,
+}
+
+fn run_err(e: impl std::fmt::Display) -> VerifyError {
+    VerifyError::Run(format!("{e:#}"))
+}
+
+/// Run the model at `path` on `input` (B,3,S,S) with tract and check output shapes and finiteness.
+pub fn run_tract(path: &Path, meta: &ModelMetadata, input: &[f32], batch: usize) -> Result<Outputs, VerifyError> {
+    let load = |e: TractError| VerifyError::Load { path: path.to_path_buf(), reason: format!("{e:#}") };
+    let s = meta.preprocess.graph_input_size();
+    let (k, d) = (meta.config.slots.num_slots, meta.config.slots.slot_dim);
+    let (mut model, slots_default) = load_tract_model(path).map_err(load)?;
+    model.set_input_fact(0, f32::fact([batch, 3, s, s]).into()).map_err(load)?;
+    if meta.slots_input {
+        model.set_input_fact(1, f32::fact([batch, k, d]).into()).map_err(load)?;
+    }
+    let plan = model.into_optimized().map_err(load)?.into_runnable().map_err(load)?;
+    let image = tract_ndarray::Array4::from_shape_vec((batch, 3, s, s), input.to_vec()).map_err(run_err)?;
+    let mut inputs: TVec<TValue> = tvec!(image.into_tensor().into());
+    if let Some(mean) = slots_default {
+        // The learned mean, fed explicitly for every batch item.
+        let mean = mean.to_plain_array_view::<f32>().map_err(run_err)?;
+        let init: Vec<f32> = (0..batch).flat_map(|_| mean.iter().copied()).collect();
+        inputs.push(tract_ndarray::Array3::from_shape_vec((batch, k, d), init).map_err(run_err)?.into_tensor().into());
+    }
+    let out = plan.run(inputs).map_err(run_err)?;
+    let g = meta.config.vit.grid;
+    let m = meta.preprocess.image_size;
+    let check = |i: usize, name: &'static str, expected: Vec<usize>| -> Result<(), VerifyError> {
+        let found = out[i].shape().to_vec();
+        if found != expected {
+            return Err(VerifyError::Shape { name, expected, found });
+        }
+        Ok(())
+    };
+    check(0, OUTPUT_SLOTS, vec![batch, k, d])?;
+    check(1, OUTPUT_ATTN, vec![batch, k, g, g])?;
+    check(2, OUTPUT_MASKS, vec![batch, m, m])?;
+    let slots = out[0].to_plain_array_view::<f32>().map_err(run_err)?.iter().copied().collect::<Vec<f32>>();
+    let attn = out[1].to_plain_array_view::<f32>().map_err(run_err)?.iter().copied().collect::<Vec<f32>>();
+    let masks = out[2].cast_to::<i64>().map_err(run_err)?.to_plain_array_view::<i64>().map_err(run_err)?.iter().copied().collect::<Vec<i64>>();
+    if slots.iter().any(|v| !v.is_finite()) {
+        return Err(VerifyError::NonFinite(OUTPUT_SLOTS));
+    }
+    if attn.iter().any(|v| !v.is_finite()) {
+        return Err(VerifyError::NonFinite(OUTPUT_ATTN));
+    }
+    if masks.iter().any(|&v| v < 0 || v >= k as i64) {
+        return Err(VerifyError::Mismatch(format!("`{OUTPUT_MASKS}` holds values outside 0..{k}")));
+    }
+    Ok(Outputs { slots, attn, masks })
+}
+
+/// Load an ONNX file into tract. tract turns initializers that are also graph inputs into
+/// constants, so the `slots_init` default is taken out first: it becomes a real input, and its
+/// value (the learned mean) is returned for the caller to feed.
+pub fn load_tract_model(path: &Path) -> TractResult<(InferenceModel, Option<Tensor>)> {
+    let onnx = tract_onnx::onnx();
+    let mut proto = onnx.proto_model_for_path(path)?;
+    let mut default = None;
+    if let Some(graph) = proto.graph.as_mut() {
+        if let Some(pos) = graph.initializer.iter().position(|t| t.name == INPUT_SLOTS) {
+            let t = graph.initializer.remove(pos);
+            if graph.input.iter().any(|i| i.name == INPUT_SLOTS) {
+                default = Some(tract_onnx::tensor::load_tensor(&*onnx.provider, &t, path.parent().and_then(|p| p.to_str()))?);
+            } else {
+                graph.initializer.insert(pos, t);
+            }
+        }
+    }
+    let dir = path.parent().and_then(|p| p.to_str());
+    let parsed = onnx.parse(&proto, dir)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(anyhow::anyhow!("unresolved inputs: {:?}", parsed.unresolved_inputs));
+    }
+    Ok((parsed.model, default))
+}
+
+/// A deterministic, image-like normalised input (smooth gradients plus texture), no randomness crate.
+pub fn sample_input(batch: usize, size: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(batch * 3 * size * size);
+    for b in 0..batch {
+        for c in 0..3 {
+            for y in 0..size {
+                for x in 0..size {
+                    let (fx, fy) = (x as f32 / size as f32, y as f32 / size as f32);
+                    let blob = if ((fx - 0.3).powi(2) + (fy - 0.6).powi(2)) < 0.04 { 1.5 } else { 0.0 };
+                    let val = (fx * 3.0 + c as f32 + b as f32).sin() + (fy * 5.0 - c as f32).cos() * 0.5 + blob - 0.2 * c as f32;
+                    v.push(val);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Reference arrays from an `.npz` (`input`, `slots`, `attn`, `masks`).
+pub struct Reference {
+    pub input: Vec<f32>,
+    pub batch: usize,
+    pub slots: Vec<f32>,
+    pub attn: Vec<f32>,
+    pub masks: Vec<i64>,
+}
+
+pub fn load_reference(path: &Path) -> Result<Reference, VerifyError> {
+    use ndarray_npy::NpzReader;
+    let err = |reason: String| VerifyError::Reference { path: path.to_path_buf(), reason };
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut npz = NpzReader::new(file).map_err(|e| err(e.to_string()))?;
+    let names = npz.names().map_err(|e| err(e.to_string()))?;
+    let find = |n: &str| names.iter().find(|x| x.as_str() == n || x.as_str() == format!("{n}.npy")).cloned().ok_or_else(|| err(format!("no array `{n}` (has: {})", names.join(", "))));
+    let input: ndarray::ArrayD<f32> = npz.by_name(&find("input")?).map_err(|e| err(format!("input: {e}")))?;
+    let batch = *input.shape().first().ok_or_else(|| err("`input` is a scalar".into()))?;
+    let slots: ndarray::ArrayD<f32> = npz.by_name(&find("slots")?).map_err(|e| err(format!("slots: {e}")))?;
+    let attn: ndarray::ArrayD<f32> = npz.by_name(&find("attn")?).map_err(|e| err(format!("attn: {e}")))?;
+    let mname = find("masks")?;
+    let masks: Vec<i64> = match npz.by_name::<ndarray::OwnedRepr<i64>, ndarray::IxDyn>(&mname) {
+        Ok(a) => a.iter().copied().collect(),
+        Err(_) => {
+            let a: ndarray::ArrayD<u8> = npz.by_name(&mname).map_err(|e| err(format!("masks (int64 or uint8): {e}")))?;
+            a.iter().map(|&v| v as i64).collect()
+        }
+    };
+    Ok(Reference {
+        input: input.iter().copied().collect(),
+        batch,
+        slots: slots.iter().copied().collect(),
+        attn: attn.iter().copied().collect(),
+        masks,
+    })
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn compare(out: &Outputs, r: &Reference) -> Result<Diff, VerifyError> {
+    for (name, a, b) in [(OUTPUT_SLOTS, out.slots.len(), r.slots.len()), (OUTPUT_ATTN, out.attn.len(), r.attn.len()), (OUTPUT_MASKS, out.masks.len(), r.masks.len())] {
+        if a != b {
+            return Err(VerifyError::Mismatch(format!("`{name}` has {a} values, the reference {b}")));
+        }
+    }
+    let same = out.masks.iter().zip(&r.masks).filter(|(a, b)| a == b).count();
+    Ok(Diff {
+        slots_max_abs: max_abs(&out.slots, &r.slots),
+        attn_max_abs: max_abs(&out.attn, &r.attn),
+        mask_agreement: same as f64 / out.masks.len().max(1) as f64,
+    })
+}
+
+/// Input name for documentation in messages.
+pub const IMAGE: &str = INPUT_IMAGE;
