@@ -1,7 +1,7 @@
 //! msf-runtime: runs exported MSF models on images and video, in pure Rust.
 //!
 //! Modules:
-//! - [`preprocess`]: upstream eval preprocessing (centre crop, antialiased bilinear to 256 on uint8,
+//! - [`preprocess`](mod@preprocess): upstream eval preprocessing (centre crop, antialiased bilinear to 256 on uint8,
 //!   normalise, optional bicubic to the backbone size) from a borrowed pixel buffer.
 //! - [`source`]: decoding image files to RGB8 (EXIF orientation, decode limits).
 //! - [`error`]: the crate error type.
