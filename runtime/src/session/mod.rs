@@ -1,0 +1,94 @@
+//! Inference backends behind one small trait: tract (pure Rust, default) and onnxruntime (`ort`).
+
+use crate::error::Result;
+use crate::model::ModelInfo;
+
+#[cfg(feature = "tract")]
+pub mod tract;
+#[cfg(feature = "ort")]
+pub mod ort;
+
+/// Which engine runs the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// tract: pure Rust, no native libraries; CPU.
+    #[default]
+    Tract,
+    /// onnxruntime through the `ort` crate (feature `ort`): CPU, CUDA, TensorRT.
+    Ort,
+}
+
+/// Execution provider for the onnxruntime backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Provider {
+    #[default]
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+            Provider::Tensorrt => "tensorrt",
+        }
+    }
+}
+
+/// Options shared by all backends.
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    pub backend: BackendKind,
+    /// Worker threads for the backend's kernels (`None`: the backend's default).
+    pub threads: Option<usize>,
+    pub provider: Provider,
+    /// Use the CPU when the requested provider cannot be used, instead of failing.
+    pub allow_fallback: bool,
+    /// Preprocessing for graphs without MSF metadata (foreign graphs are refused otherwise).
+    pub preprocess_override: Option<msf_models::Preprocess>,
+}
+
+/// Raw outputs of one batch, row-major: slots (B,K,D), attn (B,K,G,G), masks (B,M,M).
+#[derive(Clone, Debug, Default)]
+pub struct RawOutputs {
+    pub batch: usize,
+    pub slots: Vec<f32>,
+    pub attn: Vec<f32>,
+    pub masks: Vec<i64>,
+}
+
+/// A loaded model that can run batches. Implementations are `Send + Sync`, so one loaded model
+/// serves several threads (each call keeps its own state).
+pub trait Backend: Send + Sync {
+    /// `tract` or `onnxruntime`.
+    fn name(&self) -> &'static str;
+    /// The execution provider actually in use (`cpu`, `cuda`, `tensorrt`).
+    fn provider(&self) -> &str;
+    fn info(&self) -> &ModelInfo;
+    /// Run on `image` (B,3,S,S); `slots_init` (B,K,D) only for graphs with that input.
+    fn run(&self, image: &[f32], batch: usize, slots_init: Option<&[f32]>) -> Result<RawOutputs>;
+    /// The learned initial slots (1,K,D) when the graph exposes them as the `slots_init` default.
+    fn default_slots(&self) -> Option<&[f32]>;
+}
+
+/// Load `path` with the backend `opts` asks for.
+pub fn load(path: &std::path::Path, opts: &SessionOptions) -> Result<Box<dyn Backend>> {
+    match opts.backend {
+        #[cfg(feature = "tract")]
+        BackendKind::Tract => Ok(Box::new(tract::TractBackend::load(path, opts)?)),
+        #[cfg(not(feature = "tract"))]
+        BackendKind::Tract => Err(crate::error::Error::BackendUnavailable {
+            backend: "tract",
+            reason: "this build has no `tract` feature".into(),
+        }),
+        #[cfg(feature = "ort")]
+        BackendKind::Ort => Ok(Box::new(ort::OrtBackend::load(path, opts)?)),
+        #[cfg(not(feature = "ort"))]
+        BackendKind::Ort => Err(crate::error::Error::BackendUnavailable {
+            backend: "onnxruntime",
+            reason: "this build has no `ort` feature (rebuild with --features ort)".into(),
+        }),
+    }
+}

@@ -1,0 +1,200 @@
+//! tract backend: pure Rust, CPU, the default.
+//!
+//! The graph is parsed once; an optimised plan is made per batch size on first use and reused
+//! (optimising for concrete shapes lets tract pick its fastest kernels).
+
+use super::{Backend, RawOutputs, SessionOptions};
+use crate::error::{Error, Result};
+use crate::model::{metadata_from_props, ModelInfo};
+use msf_models::interface::{INPUT_IMAGE, INPUT_SLOTS, OUTPUT_ATTN, OUTPUT_MASKS, OUTPUT_SLOTS};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tract_onnx::prelude::*;
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
+
+type Plan = Arc<TypedRunnableModel>;
+
+pub struct TractBackend {
+    path: PathBuf,
+    info: ModelInfo,
+    model: InferenceModel,
+    /// Output indices of slots, attn, masks in the graph's output order.
+    outputs: [usize; 3],
+    plans: Mutex<HashMap<usize, Plan>>,
+    slots_default: Option<Vec<f32>>,
+    executor: Executor,
+}
+
+fn load_err(path: &Path) -> impl Fn(TractError) -> Error + '_ {
+    move |e| Error::ModelLoad { path: path.to_path_buf(), reason: format!("{e:#}") }
+}
+
+/// tract panics on a few malformed inputs; turn any panic into an error naming the file.
+fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        Err(Error::ModelLoad { path: path.to_path_buf(), reason: format!("tract failed while {what}: {msg}") })
+    })
+}
+
+impl TractBackend {
+    pub fn load(path: &Path, opts: &SessionOptions) -> Result<Self> {
+        guarded(path, "loading the model", || Self::load_inner(path, opts))
+    }
+
+    fn load_inner(path: &Path, opts: &SessionOptions) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::ModelNotFound { path: path.to_path_buf() });
+        }
+        let onnx = tract_onnx::onnx();
+        let mut proto = onnx.proto_model_for_path(path).map_err(|e| Error::ModelLoad {
+            path: path.to_path_buf(),
+            reason: format!("not a readable ONNX protobuf ({e:#})"),
+        })?;
+        let props: Vec<(String, String)> = proto.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
+        let meta = metadata_from_props(path, &props, opts.preprocess_override.as_ref())?;
+        let graph = proto.graph.as_mut().ok_or_else(|| Error::NotMsfGraph { path: path.to_path_buf(), reason: "the file has no graph".into() })?;
+        let out_names: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+        let find = |name: &str| {
+            out_names.iter().position(|n| n == name).ok_or_else(|| Error::NotMsfGraph {
+                path: path.to_path_buf(),
+                reason: format!("no output `{name}` (outputs: {})", out_names.join(", ")),
+            })
+        };
+        let outputs = [find(OUTPUT_SLOTS)?, find(OUTPUT_ATTN)?, find(OUTPUT_MASKS)?];
+        let in_names: Vec<String> = graph.input.iter().map(|i| i.name.clone()).collect();
+        if in_names.first().map(String::as_str) != Some(INPUT_IMAGE) {
+            return Err(Error::NotMsfGraph { path: path.to_path_buf(), reason: format!("first input is not `{INPUT_IMAGE}` (inputs: {})", in_names.join(", ")) });
+        }
+        // tract makes initializers that are also inputs into constants: take the `slots_init`
+        // default out so it stays an input, and keep its value (the learned mean) to feed.
+        let mut slots_default = None;
+        if in_names.iter().any(|n| n == INPUT_SLOTS) {
+            if let Some(pos) = graph.initializer.iter().position(|t| t.name == INPUT_SLOTS) {
+                let t = graph.initializer.remove(pos);
+                let dir = path.parent().and_then(|p| p.to_str());
+                let tensor = tract_onnx::tensor::load_tensor(&*onnx.provider, &t, dir).map_err(load_err(path))?;
+                slots_default = Some(tensor.to_plain_array_view::<f32>().map_err(load_err(path))?.iter().copied().collect());
+            }
+        }
+        let dir = path.parent().and_then(|p| p.to_str());
+        let parsed = onnx.parse(&proto, dir).map_err(load_err(path))?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(Error::ModelLoad { path: path.to_path_buf(), reason: format!("unresolved inputs {:?}", parsed.unresolved_inputs) });
+        }
+        let info = match meta {
+            Some(m) => ModelInfo::from_metadata(m),
+            None => {
+                let pre = opts.preprocess_override.clone().expect("checked by metadata_from_props");
+                Self::info_from_graph(path, &parsed.model, &outputs, pre)?
+            }
+        };
+        let executor = match opts.threads {
+            Some(n) if n > 1 => Executor::multithread(n),
+            _ => Executor::SingleThread,
+        };
+        let backend = TractBackend {
+            path: path.to_path_buf(),
+            info,
+            model: parsed.model,
+            outputs,
+            plans: Mutex::new(HashMap::new()),
+            slots_default,
+            executor,
+        };
+        // Optimise for batch 1 now: loading is where users expect to wait.
+        backend.plan(1)?;
+        Ok(backend)
+    }
+
+    /// Shapes from a foreign graph's declared outputs (for models without MSF metadata).
+    fn info_from_graph(path: &Path, model: &InferenceModel, outputs: &[usize; 3], pre: msf_models::Preprocess) -> Result<ModelInfo> {
+        let shape = |i: usize| -> Option<Vec<usize>> {
+            let fact = model.output_fact(i).ok()?;
+            fact.shape.as_concrete_finite().ok()?.map(|s| s.to_vec())
+        };
+        let bad = |what: &str| Error::NotMsfGraph { path: path.to_path_buf(), reason: format!("cannot read the {what} shape from the graph") };
+        let slots = shape(outputs[0]).filter(|s| s.len() == 3).ok_or_else(|| bad("slots"))?;
+        let attn = shape(outputs[1]).filter(|s| s.len() == 4).ok_or_else(|| bad("attn"))?;
+        let masks = shape(outputs[2]).filter(|s| s.len() == 3).ok_or_else(|| bad("masks"))?;
+        Ok(ModelInfo {
+            kind: None,
+            metadata: None,
+            preprocess: pre,
+            num_slots: slots[1],
+            slot_dim: slots[2],
+            grid: attn[2],
+            mask_size: masks[1],
+            slots_input: false,
+        })
+    }
+
+    fn plan(&self, batch: usize) -> Result<Plan> {
+        if let Some(p) = self.plans.lock().expect("plan cache lock").get(&batch) {
+            return Ok(p.clone());
+        }
+        let path = &self.path;
+        let s = self.info.preprocess.graph_input_size();
+        let (k, d) = (self.info.num_slots, self.info.slot_dim);
+        let plan = guarded(path, "optimising the model", || {
+            let mut m = self.model.clone();
+            m.set_input_fact(0, f32::fact([batch, 3, s, s]).into()).map_err(load_err(path))?;
+            if self.info.slots_input {
+                m.set_input_fact(1, f32::fact([batch, k, d]).into()).map_err(load_err(path))?;
+            }
+            let typed = m.into_optimized().map_err(load_err(path))?;
+            typed.into_runnable().map_err(load_err(path))
+        })?;
+        self.plans.lock().expect("plan cache lock").insert(batch, plan.clone());
+        Ok(plan)
+    }
+}
+
+fn to_vec<T: Datum + Copy>(t: &TValue) -> TractResult<Vec<T>> {
+    Ok(t.to_plain_array_view::<T>()?.iter().copied().collect())
+}
+
+impl Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+    fn provider(&self) -> &str {
+        "cpu"
+    }
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    fn default_slots(&self) -> Option<&[f32]> {
+        self.slots_default.as_deref()
+    }
+
+    fn run(&self, image: &[f32], batch: usize, slots_init: Option<&[f32]>) -> Result<RawOutputs> {
+        let s = self.info.preprocess.graph_input_size();
+        let (k, d) = (self.info.num_slots, self.info.slot_dim);
+        let plan = self.plan(batch)?;
+        let run_err = |e: TractError| Error::Inference { backend: "tract", reason: format!("{e:#}") };
+        let image = tract_ndarray::Array4::from_shape_vec((batch, 3, s, s), image.to_vec())
+            .map_err(|e| Error::Inference { backend: "tract", reason: format!("input: {e}") })?;
+        let mut inputs: TVec<TValue> = tvec!(image.into_tensor().into());
+        if self.info.slots_input {
+            let init: Vec<f32> = match (slots_init, &self.slots_default) {
+                (Some(v), _) => v.to_vec(),
+                (None, Some(mean)) => (0..batch).flat_map(|_| mean.iter().copied()).collect(),
+                (None, None) => return Err(Error::Inference { backend: "tract", reason: "the graph needs `slots_init` and has no default".into() }),
+            };
+            let t = tract_ndarray::Array3::from_shape_vec((batch, k, d), init)
+                .map_err(|e| Error::Inference { backend: "tract", reason: format!("slots_init: {e}") })?;
+            inputs.push(t.into_tensor().into());
+        }
+        let out = multithread_tract_scope(self.executor.clone(), || plan.run(inputs)).map_err(run_err)?;
+        let [si, ai, mi] = self.outputs;
+        let masks = out[mi].cast_to::<i64>().map_err(run_err)?;
+        Ok(RawOutputs {
+            batch,
+            slots: to_vec::<f32>(&out[si]).map_err(run_err)?,
+            attn: to_vec::<f32>(&out[ai]).map_err(run_err)?,
+            masks: masks.to_plain_array_view::<i64>().map_err(run_err)?.iter().copied().collect(),
+        })
+    }
+}
