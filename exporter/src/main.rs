@@ -182,8 +182,8 @@ fn main() -> ExitCode {
     match run(&cli).with_context(|| format!("exporting {}", cli.ckpt.display())) {
         Ok(code) => code,
         Err(e) => {
-            // One line: the outermost context and the root cause.
-            let cause = e.chain().skip(1).map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            // One line: the outermost context and the causes (one already quoted by the message above it is not repeated).
+            let cause = e.chain().skip(1).map(|c| c.to_string()).fold(Vec::<String>::new(), |mut v, c| { if !v.last().is_some_and(|p| p.ends_with(&c)) { v.push(c) } v }).join(": ");
             eprintln!("msf-export: error: {e}: {cause}");
             ExitCode::FAILURE
         }

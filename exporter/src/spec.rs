@@ -28,7 +28,7 @@ pub enum SpecError {
     Inconsistent(String),
     #[error("`{key}` holds {count} non-finite value(s) (NaN/Inf): refusing to export a broken model")]
     NonFinite { key: String, count: usize },
-    #[error("unexpected key(s) in the checkpoint (use --allow-unexpected to ignore): {}", .0.join(", "))]
+    #[error("unexpected key(s) in the checkpoint (refused by --strict; without it they are ignored with a warning): {}", .0.join(", "))]
     Unexpected(Vec<String>),
 }
 
