@@ -5,5 +5,6 @@ pub mod checkpoint;
 pub mod export;
 pub mod graph;
 pub mod spec;
+#[cfg(feature = "verify")]
 pub mod verify;
 pub mod write;
