@@ -74,4 +74,91 @@ pub enum Error {
         #[source]
         source: image::ImageError,
     },
+
+    // ---- models and backends (model, session) ----
+    /// The model file does not exist.
+    #[error("{}: model file not found", path.display())]
+    ModelNotFound { path: PathBuf },
+    /// The backend could not parse or optimise the file.
+    #[error("{}: cannot load the model: {reason}", path.display())]
+    ModelLoad { path: PathBuf, reason: String },
+    /// A valid ONNX file that is not an MSF decomposition graph.
+    #[error("{}: not an MSF decomposition graph: {reason}", path.display())]
+    NotMsfGraph { path: PathBuf, reason: String },
+    /// MSF metadata missing or invalid.
+    #[error("{}: {source}", path.display())]
+    Metadata {
+        path: PathBuf,
+        #[source]
+        source: msf_models::MetadataError,
+    },
+    /// The requested backend or execution provider is not available.
+    #[error("{backend} is not available: {reason}")]
+    BackendUnavailable {
+        backend: &'static str,
+        reason: String,
+    },
+    /// Running the graph failed.
+    #[error("{backend} inference failed: {reason}")]
+    Inference {
+        backend: &'static str,
+        reason: String,
+    },
+    /// Initial slots were given to a model exported without `--slots-in`.
+    #[error("this model has no `slots_init` input: export it with `msf-export --slots-in` for temporal mode")]
+    NoSlotsInput,
+    /// Initial slots of the wrong length.
+    #[error("initial slots have {got} values, expected {expected} (batch × slots × dim)")]
+    SlotsShape { got: usize, expected: usize },
+
+    // ---- opening inputs (source::open) and writing outputs (sink) ----
+    /// An input path that does not exist and is not a glob pattern.
+    #[error("{}: input not found", path.display())]
+    InputNotFound { path: PathBuf },
+    /// An input that names something this build cannot read (unknown extension, or a video/camera
+    /// input in a build without that feature).
+    #[error("{}: {reason}", path.display())]
+    UnsupportedInput { path: PathBuf, reason: String },
+    /// A folder or glob pattern that yields no image files.
+    #[error("{}: no image files found ({what})", path.display())]
+    NoImages { path: PathBuf, what: String },
+    /// A malformed glob pattern, or a folder that cannot be listed.
+    #[error("{}: cannot list input files: {reason}", path.display())]
+    ListInput { path: PathBuf, reason: String },
+    /// An output file or folder could not be created or written (nothing is left at `path`).
+    #[error("{}: cannot write: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    // ---- onnxruntime backend (session::ort) ----
+    /// libonnxruntime could not be found or loaded (feature `ort`).
+    #[error(
+        "onnxruntime library: {reason}. Set ORT_DYLIB_PATH (or MSF_ORT_LIB) to libonnxruntime.so, e.g. \
+         `export ORT_DYLIB_PATH=$(scripts/ort-lib)` in the repository (it comes from the `onnxruntime` pip wheel)"
+    )]
+    OrtLibraryNotFound { reason: String },
+    /// The requested execution provider (CUDA, TensorRT) cannot be used and CPU fallback was not allowed.
+    #[error("the {provider} execution provider cannot be used: {reason}")]
+    ProviderUnavailable { provider: &'static str, reason: String },
+
+    // ---- video (source::video, sink::video: feature `video`; source::camera: feature `camera`) ----
+    /// FFmpeg cannot open the file or stream, finds no video stream in it, or has no decoder for it.
+    #[error("{}: cannot open as video: {reason}", path.display())]
+    VideoOpen { path: PathBuf, reason: String },
+    /// Decoding stopped at frame `frame` (every frame before it was delivered): damaged or
+    /// truncated data, or a decoder failure. `reason` carries FFmpeg's message.
+    #[error("{}: video decoding stopped at frame {frame}: {reason}", path.display())]
+    VideoDecode { path: PathBuf, frame: u64, reason: String },
+    /// A video file could not be written (no encoder, encoder or muxer failure, I/O, wrong frame size).
+    #[error("{}: cannot write video: {reason}", path.display())]
+    VideoEncode { path: PathBuf, reason: String },
+    /// A camera device could not be opened or configured.
+    #[error("{}: cannot open camera: {reason}", device.display())]
+    CameraOpen { device: PathBuf, reason: String },
+    /// Capturing from an opened camera failed at frame `frame`.
+    #[error("{}: camera capture failed at frame {frame}: {reason}", device.display())]
+    CameraCapture { device: PathBuf, frame: u64, reason: String },
 }

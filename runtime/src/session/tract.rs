@@ -87,14 +87,15 @@ impl TractBackend {
             Some(m) => ModelInfo::from_metadata(m),
             None => {
                 let pre = opts.preprocess_override.clone().expect("checked by metadata_from_props");
-                Self::info_from_graph(path, &parsed.model, &outputs, pre)?
+                // Filled in from the optimised plan below.
+                ModelInfo { kind: None, metadata: None, preprocess: pre, num_slots: 0, slot_dim: 0, grid: 0, mask_size: 0, slots_input: false }
             }
         };
         let executor = match opts.threads {
             Some(n) if n > 1 => Executor::multithread(n),
             _ => Executor::SingleThread,
         };
-        let backend = TractBackend {
+        let mut backend = TractBackend {
             path: path.to_path_buf(),
             info,
             model: parsed.model,
@@ -104,30 +105,31 @@ impl TractBackend {
             executor,
         };
         // Optimise for batch 1 now: loading is where users expect to wait.
-        backend.plan(1)?;
+        if backend.info.metadata.is_none() {
+            backend.info_from_plan()?;
+        } else {
+            backend.plan(1)?;
+        }
         Ok(backend)
     }
 
-    /// Shapes from a foreign graph's declared outputs (for models without MSF metadata).
-    fn info_from_graph(path: &Path, model: &InferenceModel, outputs: &[usize; 3], pre: msf_models::Preprocess) -> Result<ModelInfo> {
+    /// Shapes of a foreign graph (no MSF metadata), read from its batch-1 optimised plan.
+    fn info_from_plan(&mut self) -> Result<()> {
+        let plan = self.plan(1)?;
+        let path = self.path.clone();
         let shape = |i: usize| -> Option<Vec<usize>> {
-            let fact = model.output_fact(i).ok()?;
-            fact.shape.as_concrete_finite().ok()?.map(|s| s.to_vec())
+            let fact = plan.model().output_fact(i).ok()?;
+            fact.shape.as_concrete().map(|s| s.to_vec())
         };
-        let bad = |what: &str| Error::NotMsfGraph { path: path.to_path_buf(), reason: format!("cannot read the {what} shape from the graph") };
-        let slots = shape(outputs[0]).filter(|s| s.len() == 3).ok_or_else(|| bad("slots"))?;
-        let attn = shape(outputs[1]).filter(|s| s.len() == 4).ok_or_else(|| bad("attn"))?;
-        let masks = shape(outputs[2]).filter(|s| s.len() == 3).ok_or_else(|| bad("masks"))?;
-        Ok(ModelInfo {
-            kind: None,
-            metadata: None,
-            preprocess: pre,
-            num_slots: slots[1],
-            slot_dim: slots[2],
-            grid: attn[2],
-            mask_size: masks[1],
-            slots_input: false,
-        })
+        let bad = |what: &str| Error::NotMsfGraph { path: path.clone(), reason: format!("cannot read the {what} shape from the graph") };
+        let slots = shape(self.outputs[0]).filter(|s| s.len() == 3).ok_or_else(|| bad("slots"))?;
+        let attn = shape(self.outputs[1]).filter(|s| s.len() == 4).ok_or_else(|| bad("attn"))?;
+        let masks = shape(self.outputs[2]).filter(|s| s.len() == 3).ok_or_else(|| bad("masks"))?;
+        self.info.num_slots = slots[1];
+        self.info.slot_dim = slots[2];
+        self.info.grid = attn[2];
+        self.info.mask_size = masks[1];
+        Ok(())
     }
 
     fn plan(&self, batch: usize) -> Result<Plan> {

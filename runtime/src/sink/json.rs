@@ -1,0 +1,237 @@
+//! `decomposition.json`: one file per run that describes every frame's objects without opening
+//! the images: per slot its area, bounding box and mask as a COCO RLE.
+//!
+//! ```text
+//! { <run info: "model", "options", …>,
+//!   "frames": [ { "name", "index", "pts", "width", "height", "crop": {left, top, size},
+//!                 "mask": {"resolution": "frame"|"model", "width", "height", "covered"},
+//!                 "files": {"mask", "overlay", "slots", "attn"},
+//!                 "slots": [ {"id", "area", "fraction", "bbox": [x, y, w, h] | null,
+//!                             "rle": {"size": [h, w], "counts": [...]}} ] } ],
+//!   "summary": {"status", "frames_written", "files_written", …} }
+//! ```
+//! Areas, boxes and RLEs are in pixels of the written mask (`mask.resolution`); `fraction` is the
+//! area over `covered`, the pixels inside the centre crop. The RLE is COCO's uncompressed form:
+//! run lengths over the mask in column-major order, starting with a (possibly empty) run of 0s;
+//! `pycocotools.mask.frPyObjects(rle, h, w)` reads it.
+//!
+//! The file is streamed (frames are not kept in memory) into a temporary file that is renamed
+//! into place by [`RunLog::finish`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+use super::{AtomicFile, LabelMap, MaskRes};
+use crate::decompose::Decomposition;
+use crate::error::{Error, Result};
+use crate::source::Frame;
+
+/// COCO RLE counts of every slot `0..num_slots` of `map`, in one pass over the pixels.
+pub fn rle_counts(map: &LabelMap, num_slots: usize) -> Vec<Vec<u32>> {
+    let (w, h) = (map.width as usize, map.height as usize);
+    let mut counts = vec![Vec::new(); num_slots];
+    // Position (in column-major order) where each slot's current run began.
+    let mut run_start = vec![0usize; num_slots];
+    let mut prev: Option<usize> = None;
+    let mut p = 0usize;
+    for x in 0..w {
+        for y in 0..h {
+            let l = map.labels[y * w + x] as usize;
+            let cur = (l < num_slots).then_some(l);
+            if cur != prev {
+                // The previous slot's run of 1s ends here, and the new slot's run of 0s.
+                for s in [prev, cur].into_iter().flatten() {
+                    counts[s].push((p - run_start[s]) as u32);
+                    run_start[s] = p;
+                }
+                prev = cur;
+            }
+            p += 1;
+        }
+    }
+    for (c, start) in counts.iter_mut().zip(run_start) {
+        c.push((p - start) as u32);
+    }
+    counts
+}
+
+/// Decode COCO uncompressed RLE counts of an `h`×`w` mask into row-major booleans.
+pub fn rle_decode(h: usize, w: usize, counts: &[u32]) -> std::result::Result<Vec<bool>, String> {
+    let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    if total != (h * w) as u64 {
+        return Err(format!("counts sum to {total}, the mask has {} pixels", h * w));
+    }
+    let mut out = vec![false; h * w];
+    let mut p = 0usize;
+    for (i, &c) in counts.iter().enumerate() {
+        for q in p..p + c as usize {
+            if i % 2 == 1 {
+                let (x, y) = (q / h, q % h);
+                out[y * w + x] = true;
+            }
+        }
+        p += c as usize;
+    }
+    Ok(out)
+}
+
+/// The JSON record of one frame (see the module doc).
+pub fn frame_record(frame: &Frame, name: &str, dec: &Decomposition, map: &LabelMap, res: MaskRes, files: Map<String, Value>) -> Value {
+    let covered = map.covered();
+    let extents = map.extents(dec.num_slots);
+    let rles = rle_counts(map, dec.num_slots);
+    let slots: Vec<Value> = extents
+        .iter()
+        .zip(rles)
+        .enumerate()
+        .map(|(id, (e, counts))| {
+            json!({
+                "id": id,
+                "area": e.area,
+                "fraction": if covered > 0 { e.area as f64 / covered as f64 } else { 0.0 },
+                "bbox": e.bbox,
+                "rle": {"size": [map.height, map.width], "counts": counts},
+            })
+        })
+        .collect();
+    json!({
+        "name": name,
+        "index": frame.index,
+        "pts": frame.pts_seconds,
+        "width": frame.width,
+        "height": frame.height,
+        "crop": {"left": dec.crop.left, "top": dec.crop.top, "size": dec.crop.size},
+        "mask": {"resolution": res.as_str(), "width": map.width, "height": map.height, "covered": covered},
+        "files": files,
+        "slots": slots,
+    })
+}
+
+/// `decomposition.json` being written: run info first, frames as they come, summary last.
+pub struct RunLog {
+    file: AtomicFile,
+    frames: u64,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Write { path: path.to_path_buf(), source }
+}
+
+impl RunLog {
+    /// Start the file with the keys of `run` (an object: model, options, …) at the top level.
+    pub fn create(path: &Path, run: Value) -> Result<Self> {
+        let mut file = AtomicFile::create(path)?;
+        let mut head = match run {
+            Value::Object(m) if !m.is_empty() => {
+                let s = Value::Object(m).to_string();
+                format!("{},\n", &s[..s.len() - 1])
+            }
+            Value::Object(_) | Value::Null => "{".to_string(),
+            other => format!("{{\"run\":{other},\n"),
+        };
+        head.push_str("\"frames\":[");
+        file.writer().write_all(head.as_bytes()).map_err(io_err(path))?;
+        Ok(RunLog { file, frames: 0 })
+    }
+
+    /// Append one frame record.
+    pub fn push(&mut self, record: &Value) -> Result<()> {
+        let sep: &[u8] = if self.frames == 0 { b"\n" } else { b",\n" };
+        let path = self.file.path().to_path_buf();
+        let w = self.file.writer();
+        w.write_all(sep).map_err(io_err(&path))?;
+        serde_json::to_writer(&mut *w, record).map_err(|e| io_err(&path)(e.into()))?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Close the file with `summary` and rename it into place.
+    pub fn finish(mut self, summary: Value) -> Result<PathBuf> {
+        let path = self.file.path().to_path_buf();
+        let tail = format!("\n],\n\"summary\":{summary}}}\n");
+        self.file.writer().write_all(tail.as_bytes()).map_err(io_err(&path))?;
+        self.file.commit()?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decompose::VOID;
+
+    /// Straightforward per-slot encoder to check the one-pass one against.
+    fn rle_simple(map: &LabelMap, s: u8) -> Vec<u32> {
+        let (w, h) = (map.width as usize, map.height as usize);
+        let mut counts = vec![];
+        let (mut cur, mut n) = (false, 0u32);
+        for x in 0..w {
+            for y in 0..h {
+                let v = map.labels[y * w + x] == s;
+                if v != cur {
+                    counts.push(n);
+                    (cur, n) = (v, 0);
+                }
+                n += 1;
+            }
+        }
+        counts.push(n);
+        counts
+    }
+
+    #[test]
+    fn rle_is_column_major_and_starts_with_zeros() {
+        // 2 rows × 3 columns:  0 1 1
+        //                      0 0 1
+        let map = LabelMap { width: 3, height: 2, labels: vec![0, 1, 1, 0, 0, 1] };
+        let c = rle_counts(&map, 3);
+        // Column-major pixel order: 0,0 | 1,0 | 1,1 → slot 0 is 1,1,0,1,0,0 and slot 1 is 0,0,1,0,1,1.
+        assert_eq!(c[0], [0, 2, 1, 1, 2]);
+        assert_eq!(c[1], [2, 1, 1, 2]);
+        assert_eq!(c[2], [6]);
+    }
+
+    #[test]
+    fn rle_decodes_back_to_the_mask() {
+        let (w, h) = (37usize, 23usize);
+        let mut labels = vec![0u8; w * h];
+        let mut state = 12345u32;
+        for (i, l) in labels.iter_mut().enumerate() {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            // Blocky regions plus noise and some void, so runs of all lengths occur.
+            *l = if (i % w) < 3 { VOID } else if (state >> 16) % 7 == 0 { ((state >> 8) % 5) as u8 } else { ((i % w) / 9 + (i / w) / 8) as u8 % 5 };
+        }
+        let map = LabelMap { width: w as u32, height: h as u32, labels };
+        let all = rle_counts(&map, 6);
+        for s in 0..6u8 {
+            let counts = &all[s as usize];
+            assert_eq!(counts, &rle_simple(&map, s), "slot {s}");
+            let decoded = rle_decode(h, w, counts).unwrap();
+            let want: Vec<bool> = map.labels.iter().map(|&l| l == s).collect();
+            assert_eq!(decoded, want, "slot {s}");
+        }
+        assert!(rle_decode(h, w, &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn run_log_is_valid_json_with_frames_and_summary() {
+        let d = std::env::temp_dir().join(format!("msf-json-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("decomposition.json");
+        let mut log = RunLog::create(&p, json!({"model": {"num_slots": 2}})).unwrap();
+        assert!(!p.exists(), "renamed into place only at the end");
+        log.push(&json!({"name": "a"})).unwrap();
+        log.push(&json!({"name": "b"})).unwrap();
+        log.finish(json!({"status": "ok"})).unwrap();
+        let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(v["model"]["num_slots"], 2);
+        assert_eq!(v["frames"][1]["name"], "b");
+        assert_eq!(v["summary"]["status"], "ok");
+        let empty = d.join("empty.json");
+        RunLog::create(&empty, json!({})).unwrap().finish(json!({})).unwrap();
+        let v: Value = serde_json::from_slice(&std::fs::read(&empty).unwrap()).unwrap();
+        assert_eq!(v["frames"].as_array().unwrap().len(), 0);
+    }
+}

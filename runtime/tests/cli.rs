@@ -1,0 +1,506 @@
+//! `msf-run` used the way a user does: export the fixture checkpoints with the `msf-export`
+//! binary, run `msf-run` on the fixture photos, and compare what it wrote with the upstream goldens.
+//!
+//! Needs `target/<profile>/msf-export`: run `cargo build -p msf-exporter` first (the tests say so if
+//! it is missing). Fixtures: `MSF_FIXTURES`, else `<runtime>/../../shared/fixtures`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use msf_runtime::sink::json::rle_decode;
+use msf_runtime::sink::{png as mask_png, LabelMap, TEMP_SUFFIX};
+use ndarray::{Array2, ArrayD};
+use ndarray_npy::ReadNpyExt;
+use serde_json::Value;
+
+const IMAGES: [&str; 5] = ["camera.png", "hubble_deep_field.jpg", "ihc.png", "logo.png", "motorcycle_left.png"];
+/// (fixture checkpoint / golden name, exported file name)
+const MODELS: [&str; 2] = ["tiny-slate-msf", "tiny-slotdiffusion-msf"];
+
+/// A line on the real stderr (past the harness's capture): measured numbers worth seeing.
+fn note(s: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{s}");
+}
+
+fn fixtures() -> PathBuf {
+    let d = match std::env::var_os("MSF_FIXTURES") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"),
+    };
+    assert!(d.join("images").is_dir(), "fixtures not found at {}: set MSF_FIXTURES to the shared fixtures folder", d.display());
+    d
+}
+
+fn image(name: &str) -> PathBuf {
+    fixtures().join("images").join(name)
+}
+
+fn msf_run_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_msf-run"))
+}
+
+/// `msf-export` from the same target folder as `msf-run`.
+fn msf_export_bin() -> PathBuf {
+    let p = msf_run_bin().with_file_name(format!("msf-export{}", std::env::consts::EXE_SUFFIX));
+    assert!(p.is_file(), "{} is missing: run `cargo build -p msf-exporter` before these tests", p.display());
+    p
+}
+
+/// A fresh scratch folder for one test, under cargo's target tmp folder.
+fn scratch(test: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("msf-run-cli-{}", std::process::id())).join(test);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Models {
+    dir: PathBuf,
+}
+
+impl Models {
+    fn plain(&self, model: &str) -> PathBuf {
+        self.dir.join(format!("{model}.onnx"))
+    }
+    fn with_slots(&self) -> PathBuf {
+        self.dir.join("tiny-slate-msf.slots-in.onnx")
+    }
+}
+
+/// Export the fixture checkpoints once per test process.
+fn models() -> &'static Models {
+    static M: OnceLock<Models> = OnceLock::new();
+    M.get_or_init(|| {
+        let dir = scratch("models");
+        let export = |ckpt: &str, out: &Path, extra: &[&str]| {
+            let o = Command::new(msf_export_bin())
+                .arg("--ckpt")
+                .arg(fixtures().join(format!("{ckpt}.pth")))
+                .arg("-o")
+                .arg(out)
+                .arg("--quiet")
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "msf-export {ckpt} failed: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        let m = Models { dir };
+        for model in MODELS {
+            export(model, &m.plain(model), &[]);
+        }
+        export("tiny-slate-msf", &m.with_slots(), &["--slots-in"]);
+        m
+    })
+}
+
+fn msf_run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    Command::new(msf_run_bin()).args(args.iter().map(|a| a.as_ref())).stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn read_mask(path: &Path) -> LabelMap {
+    mask_png::decode(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(all_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn assert_no_temp_files(dir: &Path) {
+    let temps: Vec<_> = all_files(dir).into_iter().filter(|p| p.to_string_lossy().ends_with(TEMP_SUFFIX)).collect();
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
+}
+
+/// Fraction of equal pixels between a written model-resolution mask and an upstream golden.
+fn agreement(mask: &LabelMap, golden: &Array2<u8>) -> f64 {
+    assert_eq!((mask.height as usize, mask.width as usize), golden.dim());
+    let same = mask.labels.iter().zip(golden.iter()).filter(|(a, b)| a == b).count();
+    same as f64 / mask.labels.len() as f64
+}
+
+fn golden(stem: &str, model: &str) -> Array2<u8> {
+    let p = fixtures().join("ref").join(format!("{stem}.{model}.segment.npy"));
+    Array2::<u8>::read_npy(std::fs::File::open(&p).unwrap()).unwrap()
+}
+
+fn stem(image: &str) -> &str {
+    image.rsplit_once('.').unwrap().0
+}
+
+/// Run `model_file` on the five photos and check every `--mask-res model` PNG against the golden.
+fn check_against_goldens(test: &str, model_file: &Path, golden_model: &str, extra: &[&str]) {
+    let out = scratch(test);
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--onnx", &model_file, &"-o", &out, &"--mask-res", &"model", &"--no-overlay", &"--quiet"];
+    for e in extra {
+        args.push(e);
+    }
+    let paths: Vec<PathBuf> = IMAGES.iter().map(|i| image(i)).collect();
+    for p in &paths {
+        args.push(p);
+    }
+    let o = msf_run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut worst = 1.0f64;
+    let mut line = format!("{test}: mask agreement with upstream {golden_model}:");
+    for img in IMAGES {
+        let a = agreement(&read_mask(&out.join("masks").join(format!("{}.png", stem(img)))), &golden(stem(img), golden_model));
+        line += &format!(" {} {:.4}%", stem(img), a * 100.0);
+        worst = worst.min(a);
+    }
+    note(&line);
+    assert!(worst >= 0.999, "{line}");
+    assert_no_temp_files(&out);
+}
+
+#[test]
+fn masks_match_upstream_goldens_for_both_models() {
+    for model in MODELS {
+        check_against_goldens(&format!("goldens-{model}"), &models().plain(model), model, &["--backend", "tract"]);
+    }
+}
+
+#[test]
+fn torch_onnx_without_metadata_needs_preprocess_upstream() {
+    let torch = fixtures().join("tiny-slate-msf.torch.onnx");
+    let out = scratch("torch-refused");
+    let o = msf_run(&[&"--onnx", &torch, &"-o", &out, &image("camera.png")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let e = stderr(&o);
+    assert!(e.contains("no MSF metadata") && e.contains("--preprocess-upstream"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    assert!(all_files(&out).is_empty(), "nothing written: {:?}", all_files(&out));
+
+    check_against_goldens("torch-upstream", &torch, "tiny-slate-msf", &["--preprocess-upstream"]);
+}
+
+#[test]
+fn folder_in_batches_gives_the_same_masks_as_one_by_one() {
+    let folder = fixtures().join("images");
+    let one = scratch("batch-1");
+    let four = scratch("batch-4");
+    let model = models().plain("tiny-slate-msf");
+    for (out, batch) in [(&one, "1"), (&four, "4")] {
+        let o = msf_run(&[&"--onnx", &model, &folder, &"-o", out, &"--batch", &batch, &"--quiet", &"--no-overlay"]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    for img in IMAGES {
+        let name = format!("{}.png", stem(img));
+        let (a, b) = (read_mask(&one.join("masks").join(&name)), read_mask(&four.join("masks").join(&name)));
+        assert_eq!(a, b, "{name}: --batch 4 differs from one by one");
+        let s1 = ArrayD::<f32>::read_npy(std::fs::File::open(one.join("slots").join(format!("{}.npy", stem(img)))).unwrap()).unwrap();
+        let s4 = ArrayD::<f32>::read_npy(std::fs::File::open(four.join("slots").join(format!("{}.npy", stem(img)))).unwrap()).unwrap();
+        let max = s1.iter().zip(s4.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(max < 1e-4, "{img}: slots differ by {max}");
+    }
+    // Frames in natural order, the same in both runs.
+    let names = |d: &Path| -> Vec<String> { read_json(&d.join("decomposition.json"))["frames"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).collect() };
+    assert_eq!(names(&one), IMAGES.iter().map(|i| stem(i).to_string()).collect::<Vec<_>>());
+    assert_eq!(names(&one), names(&four));
+}
+
+/// Checks every slot's RLE in `decomposition.json` against the PNG written for the same frame.
+fn check_json_against_pngs(out: &Path) -> Value {
+    let j = read_json(&out.join("decomposition.json"));
+    for f in j["frames"].as_array().unwrap() {
+        let mask = read_mask(&out.join(f["files"]["mask"].as_str().unwrap()));
+        let (h, w) = (mask.height as usize, mask.width as usize);
+        assert_eq!((f["mask"]["width"].as_u64().unwrap() as usize, f["mask"]["height"].as_u64().unwrap() as usize), (w, h));
+        let mut total = 0;
+        for s in f["slots"].as_array().unwrap() {
+            let id = s["id"].as_u64().unwrap() as u8;
+            assert_eq!(s["rle"]["size"], serde_json::json!([h, w]));
+            let counts: Vec<u32> = s["rle"]["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as u32).collect();
+            let decoded = rle_decode(h, w, &counts).unwrap();
+            let want: Vec<bool> = mask.labels.iter().map(|&l| l == id).collect();
+            assert!(decoded == want, "{}: slot {id}: RLE does not decode to the PNG mask", f["name"]);
+            let area = want.iter().filter(|&&b| b).count() as u64;
+            assert_eq!(s["area"].as_u64().unwrap(), area);
+            total += area;
+        }
+        assert_eq!(f["mask"]["covered"].as_u64().unwrap(), total, "slots cover the crop exactly once");
+    }
+    j
+}
+
+#[test]
+fn json_rle_decodes_to_the_png_masks_and_npy_shapes_are_right() {
+    let model = models().plain("tiny-slate-msf");
+    let out = scratch("json-frame");
+    let (a, b) = (image("motorcycle_left.png"), image("camera.png"));
+    let o = msf_run(&[&"--onnx", &model, &a, &b, &"-o", &out, &"--save-attn", &"--json", &"--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j = check_json_against_pngs(&out);
+    assert_eq!(j["model"]["num_slots"], 5);
+    assert_eq!(j["model"]["slot_dim"], 64);
+    assert_eq!(j["model"]["backend"], "tract");
+    assert_eq!(j["model"]["provider"], "cpu");
+    assert_eq!(j["model"]["kind"], "slate-msf");
+    assert_eq!(j["summary"]["status"], "ok");
+    assert_eq!(j["summary"]["frames_written"], 2);
+    let f0 = &j["frames"][0];
+    assert_eq!(f0["name"], "motorcycle_left");
+    assert_eq!(f0["mask"]["resolution"], "frame");
+    // Frame resolution: void outside the centre crop; the crop is what the slots cover.
+    let (fw, fh) = (f0["width"].as_u64().unwrap(), f0["height"].as_u64().unwrap());
+    let size = f0["crop"]["size"].as_u64().unwrap();
+    assert_eq!(size, fw.min(fh));
+    assert_eq!(f0["mask"]["covered"].as_u64().unwrap(), size * size);
+    let mask = read_mask(&out.join("masks/motorcycle_left.png"));
+    assert_eq!((mask.width as u64, mask.height as u64), (fw, fh));
+    if fw > fh {
+        assert_eq!(mask.labels[0], 255, "left of the crop is void");
+    }
+
+    let slots = ArrayD::<f32>::read_npy(std::fs::File::open(out.join("slots/motorcycle_left.npy")).unwrap()).unwrap();
+    assert_eq!(slots.shape(), &[5, 64]);
+    let attn = ArrayD::<f32>::read_npy(std::fs::File::open(out.join("attn/camera.npy")).unwrap()).unwrap();
+    assert_eq!(attn.shape(), &[5, 16, 16]);
+    // Attention is a softmax over slots.
+    for y in 0..16 {
+        for x in 0..16 {
+            let s: f32 = (0..5).map(|k| attn[[k, y, x]]).sum();
+            assert!((s - 1.0).abs() < 1e-4);
+        }
+    }
+    let overlay = image::open(out.join("overlays/motorcycle_left.jpg")).unwrap();
+    assert_eq!((overlay.width() as u64, overlay.height() as u64), (fw, fh));
+
+    // --json: one line on stdout.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.trim().lines().count(), 1, "{stdout}");
+    let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["status"], "ok");
+    assert_eq!(line["frames"], 2);
+    assert!(line["fps"].as_f64().unwrap() > 0.0);
+
+    // The same at model resolution.
+    let out = scratch("json-model");
+    let o = msf_run(&[&"--onnx", &model, &a, &"-o", &out, &"--mask-res", &"model", &"--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j = check_json_against_pngs(&out);
+    assert_eq!(j["frames"][0]["mask"]["covered"], 256 * 256);
+}
+
+#[test]
+fn temporal_needs_the_slots_input_and_runs_with_it() {
+    let out = scratch("temporal-refused");
+    let folder = fixtures().join("images");
+    let o = msf_run(&[&"--onnx", &models().plain("tiny-slate-msf"), &folder, &"-o", &out, &"--temporal"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("--slots-in"), "{}", text(&o));
+
+    let out = scratch("temporal");
+    let o = msf_run(&[&"--onnx", &models().with_slots(), &folder, &"-o", &out, &"--temporal", &"--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j = check_json_against_pngs(&out);
+    assert_eq!(j["options"]["temporal"], true);
+    assert_eq!(j["frames"].as_array().unwrap().len(), 5);
+
+    let o = msf_run(&[&"--onnx", &models().with_slots(), &folder, &"-o", &out, &"--temporal", &"--batch", &"2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn missing_model_is_one_line_exit_1() {
+    let out = scratch("missing-model");
+    let o = msf_run(&[&"--onnx", &out.join("nope.onnx"), &image("camera.png"), &"-o", &out.join("o")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("nope.onnx: model file not found"), "{}", text(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1);
+    assert!(!out.join("o").exists());
+}
+
+/// An ONNX graph that is valid and carries MSF metadata but is not a decomposition graph
+/// (one Identity node), and a file that is not ONNX at all.
+#[test]
+fn non_msf_onnx_is_refused() {
+    use msf_models::onnx::{type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TypeProto, ValueInfoProto};
+    use prost::Message;
+    let dir = scratch("non-msf");
+    let real = ModelProto::decode(&std::fs::read(models().plain("tiny-slate-msf")).unwrap()[..]).unwrap();
+    let tensor = |name: &str| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(1), shape: None })), ..Default::default() }),
+        ..Default::default()
+    };
+    let fake = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        graph: Some(GraphProto {
+            name: Some("identity".into()),
+            node: vec![NodeProto { op_type: Some("Identity".into()), input: vec!["image".into()], output: vec!["out".into()], ..Default::default() }],
+            input: vec![tensor("image")],
+            output: vec![tensor("out")],
+            ..Default::default()
+        }),
+        metadata_props: real.metadata_props.clone(),
+        ..Default::default()
+    };
+    let fake_path = dir.join("identity.onnx");
+    std::fs::write(&fake_path, fake.encode_to_vec()).unwrap();
+    let o = msf_run(&[&"--onnx", &fake_path, &image("camera.png"), &"-o", &dir.join("o1")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("not an MSF decomposition graph"), "{}", text(&o));
+
+    let junk = dir.join("junk.onnx");
+    std::fs::write(&junk, b"this is not protobuf \xff\xff\xff").unwrap();
+    let o = msf_run(&[&"--onnx", &junk, &image("camera.png"), &"-o", &dir.join("o2")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("junk.onnx"), "{}", text(&o));
+    assert!(!dir.join("o1").exists() && !dir.join("o2").exists());
+}
+
+#[test]
+fn zero_byte_image_fails_cleanly() {
+    let dir = scratch("zero-byte");
+    let empty = dir.join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    let out = dir.join("out");
+    let o = msf_run(&[&"--onnx", &models().plain("tiny-slate-msf"), &empty, &"-o", &out]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let e = stderr(&o);
+    assert!(e.contains("empty.png") && e.contains("no frame was written"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(all_files(&out).is_empty(), "{:?}", all_files(&out));
+}
+
+#[test]
+fn truncated_png_after_good_frames_keeps_them_and_says_how_many() {
+    let dir = scratch("truncated");
+    let full = std::fs::read(image("ihc.png")).unwrap();
+    let bad = dir.join("zz_truncated.png");
+    std::fs::write(&bad, &full[..full.len() / 3]).unwrap();
+    let out = dir.join("out");
+    let o = msf_run(&[&"--onnx", &models().plain("tiny-slate-msf"), &image("camera.png"), &image("logo.png"), &bad, &"-o", &out, &"--batch", &"2"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let e = stderr(&o);
+    assert!(e.contains("zz_truncated.png") && e.contains("2 frames already written"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    let masks: Vec<_> = all_files(&out.join("masks"));
+    assert_eq!(masks.len(), 2, "{masks:?}");
+    let j = read_json(&out.join("decomposition.json"));
+    assert_eq!(j["summary"]["status"], "error");
+    assert_eq!(j["frames"].as_array().unwrap().len(), 2);
+    assert!(j["summary"]["error"].as_str().unwrap().contains("zz_truncated.png"));
+    assert_no_temp_files(&out);
+}
+
+#[test]
+fn unwritable_output_dir_is_refused_before_starting() {
+    let dir = scratch("unwritable");
+    let file = dir.join("regular-file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = msf_run(&[&"--onnx", &models().plain("tiny-slate-msf"), &image("camera.png"), &"-o", &file.join("out")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("regular-file") && stderr(&o).contains("cannot write"), "{}", text(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1);
+    assert_no_temp_files(&dir);
+}
+
+#[test]
+fn missing_input_and_bad_arguments() {
+    let dir = scratch("bad-input");
+    let model = models().plain("tiny-slate-msf");
+    let o = msf_run(&[&"--onnx", &model, &dir.join("nope.jpg"), &"-o", &dir.join("out")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("nope.jpg: input not found"), "{}", text(&o));
+    let o = msf_run(&[&"--onnx", &model, &dir.join("*.nothing"), &"-o", &dir.join("out")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("matches no file"), "{}", text(&o));
+    assert!(!dir.join("out").exists());
+    // Usage errors: exit 2.
+    let o = msf_run(&[&"--onnx", &model, &image("camera.png")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = msf_run(&[&"--onnx", &model, &image("camera.png"), &"-o", &dir, &"--batch", &"0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = msf_run(&[&"--onnx", &model, &image("camera.png"), &"-o", &dir, &"--provider", &"cuda"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn glob_input_with_every_and_max_frames() {
+    let out = scratch("glob");
+    let pattern = fixtures().join("images").join("*.png");
+    let o = msf_run(&[&"--onnx", &models().plain("tiny-slate-msf"), &pattern, &"-o", &out, &"--every", &"2", &"--max-frames", &"2", &"--no-overlay", &"--no-slots", &"--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j = read_json(&out.join("decomposition.json"));
+    let names: Vec<&str> = j["frames"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    // *.png in natural order: camera, ihc, logo, motorcycle_left → every 2nd: camera, logo.
+    assert_eq!(names, ["camera", "logo"]);
+    assert_eq!(j["frames"][1]["index"], 2);
+    assert!(!out.join("overlays").exists() && !out.join("slots").exists());
+}
+
+#[test]
+fn help_documents_inputs_outputs_and_exit_codes() {
+    let o = msf_run(&[&"--help"]);
+    assert!(o.status.success());
+    let h = String::from_utf8_lossy(&o.stdout);
+    for s in ["Exit codes", "130", "--temporal", "--mask-res", "decomposition.json", "'frames/*.jpg'", "Examples", "--preprocess-upstream"] {
+        assert!(h.contains(s), "--help lacks {s}:\n{h}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_between_frames_and_keeps_them() {
+    let dir = scratch("ctrl-c");
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    // Many small frames so the run is still going when the signal comes.
+    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
+    for i in 0..2000 {
+        img.save(frames.join(format!("f{i}.png"))).unwrap();
+    }
+    let out = dir.join("out");
+    let mut child = Command::new(msf_run_bin())
+        .args(["--onnx".as_ref(), models().plain("tiny-slate-msf").as_os_str(), frames.as_os_str(), "-o".as_ref(), out.as_os_str(), "--quiet".as_ref()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while all_files(&out.join("masks")).len() < 3 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no frame written in 2 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "msf-run ended before the signal");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    let j = read_json(&out.join("decomposition.json"));
+    assert_eq!(j["summary"]["status"], "interrupted");
+    let n = j["frames"].as_array().unwrap().len();
+    assert!(n < 2000, "stopped early");
+    assert_eq!(all_files(&out.join("masks")).len(), n, "every written mask is in the JSON");
+    assert_eq!(all_files(&out.join("slots")).len(), n);
+    assert_no_temp_files(&out);
+}
