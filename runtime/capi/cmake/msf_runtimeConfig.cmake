@@ -36,12 +36,18 @@ endif()
 if(NOT TARGET msf_runtime::msf_runtime_static AND EXISTS "${_msf_libdir}/libmsf_runtime.a")
   find_package(Threads REQUIRED)
   add_library(msf_runtime::msf_runtime_static STATIC IMPORTED)
-  # What a Rust static library needs from the system (`cargo rustc -- --print native-static-libs`).
+  # What a Rust static library needs from the system (`cargo rustc --crate-type staticlib --
+  # --print native-static-libs`: -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc).
   set_target_properties(msf_runtime::msf_runtime_static PROPERTIES
     IMPORTED_LOCATION "${_msf_libdir}/libmsf_runtime.a"
     IMPORTED_LINK_INTERFACE_LANGUAGES "C"
     INTERFACE_INCLUDE_DIRECTORIES "${_msf_incdir}"
-    INTERFACE_LINK_LIBRARIES "Threads::Threads;${CMAKE_DL_LIBS};m;rt")
+    INTERFACE_LINK_LIBRARIES "Threads::Threads;${CMAKE_DL_LIBS};m;rt;util")
+  if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
+    # tract's assembly kernels carry no .note.GNU-stack; keep the stack non-executable (rustc does
+    # the same for the shared library).
+    set_property(TARGET msf_runtime::msf_runtime_static APPEND PROPERTY INTERFACE_LINK_OPTIONS "LINKER:-z,noexecstack")
+  endif()
 endif()
 
 if(NOT TARGET msf_runtime::msf_runtime AND TARGET msf_runtime::msf_runtime_static)

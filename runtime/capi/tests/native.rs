@@ -3,7 +3,7 @@
 //! `cc` + pkg-config, run them, and compare the example's masks with `msf-runtime`'s Rust API.
 //!
 //! Needs `cmake`, a C and a C++ compiler (`scripts/deps` installs cmake). The library installed is
-//! the one cargo built for this test run (`target/<profile>/libmsf_runtime.so`).
+//! the one cargo built for this test run (`target/<profile>/deps/libmsf_runtime.so`).
 
 mod common;
 
@@ -19,16 +19,17 @@ fn prefix() -> &'static Path {
     PREFIX
         .get_or_init(|| {
             let dir = tempfile::Builder::new().prefix("msf-capi-prefix").tempdir().expect("temp dir");
+            // What this test run compiled: `cargo test` leaves the cdylib in target/<profile>/deps
+            // (`cargo build` also copies it up to target/<profile>).
             let profile = profile_dir();
-            assert!(
-                profile.join("libmsf_runtime.so").is_file(),
-                "{} is not built: cargo builds it with this test (crate-type cdylib)",
-                profile.join("libmsf_runtime.so").display()
-            );
+            let lib_dir = [profile.join("deps"), profile.clone()]
+                .into_iter()
+                .find(|d| d.join("libmsf_runtime.so").is_file())
+                .unwrap_or_else(|| panic!("no libmsf_runtime.so in {}[/deps]: cargo builds it with this test (crate-type cdylib)", profile.display()));
             let name = profile.file_name().unwrap().to_str().unwrap().to_string();
-            // The profile's own libraries, not a release build: what this test run compiled.
             run(Command::new(repo_root().join("scripts/install-capi"))
-                .args(["--no-build", "--no-static", "--profile", &name])
+                .args(["--no-build", "--no-static", "--profile", &name, "--lib-dir"])
+                .arg(&lib_dir)
                 .arg(dir.path())
                 .env("CARGO_TARGET_DIR", profile.parent().unwrap()));
             dir
@@ -113,16 +114,37 @@ fn cpp_example_builds_with_cmake_and_matches_the_rust_api() {
     }
 }
 
-/// When the `msf-run` CLI is built in the same profile, its mask agrees too (it is a thin shell over
-/// the same library, so this checks the three front ends against each other).
+/// When the `msf-run` CLI is built in the same profile (`cargo build --features cli`; CI builds it),
+/// its mask PNG agrees too: the CLI, the Rust API and the C++ program are three front ends of one
+/// library.
 fn compare_with_cli(model: &Path, img: &image::RgbImage, name: &str, want: &[u8], work: &Path) {
     let cli = profile_dir().join("msf-run");
     if !cli.is_file() {
-        eprintln!("note: {} not built; CLI comparison skipped", cli.display());
+        eprintln!("note: {} is not built; CLI comparison skipped", cli.display());
         return;
     }
-    let _ = (model, img, name, want, work);
-    // The CLI's output layout is not settled yet; compare once it is (see the report).
+    let input = work.join(name);
+    img.save(&input).expect("write the input PNG");
+    let out = work.join("cli-out");
+    run(Command::new(&cli)
+        .arg("--onnx")
+        .arg(model)
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .args(["--threads", "1", "--no-overlay", "--no-slots", "--quiet"]));
+    let png_path = out.join("masks").join(name.replace(".jpg", ".png"));
+    let mut dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png_path).unwrap_or_else(|e| {
+        panic!("{}: {e} (msf-run wrote: {:?})", png_path.display(), std::fs::read_dir(&out).map(|d| d.count()))
+    })));
+    dec.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = dec.read_info().expect("mask PNG header");
+    let mut ids = vec![0; reader.output_buffer_size().expect("PNG size")];
+    let info = reader.next_frame(&mut ids).expect("mask PNG data");
+    assert_eq!(info.color_type, png::ColorType::Indexed, "{name}: msf-run mask is not indexed");
+    assert_eq!((info.width, info.height), (img.width(), img.height()), "{name}: msf-run mask size");
+    ids.truncate(info.buffer_size());
+    assert!(ids == want, "{name}: the msf-run mask differs from the Rust API's");
 }
 
 #[test]
