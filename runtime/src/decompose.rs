@@ -1,11 +1,14 @@
 //! The public entry point: load a model once, decompose frames into slots and masks.
 //!
-//! ```no_run
-//! use msf_runtime::{Decomposer, ImageView, PixelFormat};
-//! let dec = Decomposer::builder().threads(2).build("slate.onnx")?;
-//! let img = msf_runtime::load_image("frame.png".as_ref(), &Default::default())?;
+//! ```
+//! # let model = msf_tests::FixtureModel::slate(false); // a real export of an upstream checkpoint
+//! use msf_runtime::{load_image, Decomposer, ImageView};
+//! # let photo = msf_tests::fixture_image("motorcycle_left.png");
+//! let dec = Decomposer::builder().threads(2).build(&model)?; // e.g. "slate.onnx" from msf-export
+//! let img = load_image(&photo, &Default::default())?;       // any png/jpg/…, EXIF-rotated
 //! let d = dec.decompose(&ImageView::from_rgb_image(&img)?)?;
-//! println!("{} slots, slot 0 covers {} pixels", d.num_slots, d.areas()[0]);
+//! println!("{} slots of {} values; slot 0 covers {} mask pixels", d.num_slots, d.slot_dim, d.areas()[0]);
+//! assert_eq!(d.areas().iter().sum::<usize>(), d.mask_size * d.mask_size);
 //! # Ok::<(), msf_runtime::Error>(())
 //! ```
 
@@ -63,6 +66,18 @@ pub struct Decomposition {
 pub const VOID: u8 = 255;
 
 impl Decomposition {
+    /// Slot `k`'s vector (`slot_dim` values).
+    ///
+    /// ```
+    /// # let model = msf_tests::FixtureModel::slate(false);
+    /// # let dec = msf_runtime::Decomposer::builder().build(&model)?;
+    /// # let buf = vec![90u8; 320 * 240 * 3];
+    /// # let frame = msf_runtime::ImageView::packed(&buf, 320, 240, msf_runtime::PixelFormat::Rgb8)?;
+    /// let d = dec.decompose(&frame)?;
+    /// let norms: Vec<f32> = (0..d.num_slots).map(|k| d.slot(k).iter().map(|v| v * v).sum::<f32>().sqrt()).collect();
+    /// assert_eq!(norms.len(), d.num_slots);
+    /// # Ok::<(), msf_runtime::Error>(())
+    /// ```
     pub fn slot(&self, k: usize) -> &[f32] {
         &self.slots[k * self.slot_dim..(k + 1) * self.slot_dim]
     }
@@ -77,6 +92,20 @@ impl Decomposition {
     }
 
     /// Bounding box of each slot's pixels in the mask (None for empty slots).
+    ///
+    /// ```
+    /// # let model = msf_tests::FixtureModel::slate(false);
+    /// # let dec = msf_runtime::Decomposer::builder().build(&model)?;
+    /// # let img = msf_runtime::load_image(&msf_tests::fixture_image("camera.png"), &Default::default())?;
+    /// let d = dec.decompose(&msf_runtime::ImageView::from_rgb_image(&img)?)?;
+    /// for (k, (area, bbox)) in d.areas().iter().zip(d.bboxes()).enumerate() {
+    ///     match bbox {
+    ///         Some(b) => println!("slot {k}: {area} px in x {}..{}, y {}..{}", b.x0, b.x1, b.y0, b.y1),
+    ///         None => assert_eq!(*area, 0, "only empty slots have no box"),
+    ///     }
+    /// }
+    /// # Ok::<(), msf_runtime::Error>(())
+    /// ```
     pub fn bboxes(&self) -> Vec<Option<BBox>> {
         let m = self.mask_size;
         let mut b: Vec<Option<BBox>> = vec![None; self.num_slots];
@@ -93,6 +122,18 @@ impl Decomposition {
 
     /// The mask at the original frame's resolution (nearest neighbour inside the centre crop,
     /// [`VOID`] outside it), row-major `frame_height × frame_width`.
+    ///
+    /// ```
+    /// # let model = msf_tests::FixtureModel::slate(false);
+    /// # let dec = msf_runtime::Decomposer::builder().build(&model)?;
+    /// let buf = vec![128u8; 640 * 480 * 3];
+    /// let d = dec.decompose(&msf_runtime::ImageView::packed(&buf, 640, 480, msf_runtime::PixelFormat::Bgr8)?)?;
+    /// let m = d.mask_in_frame();
+    /// assert_eq!(m.len(), 640 * 480);
+    /// assert_eq!(m[0], msf_runtime::decompose::VOID); // left of the centred 480×480 crop
+    /// assert!((m[240 * 640 + 320] as usize) < d.num_slots);
+    /// # Ok::<(), msf_runtime::Error>(())
+    /// ```
     pub fn mask_in_frame(&self) -> Vec<u8> {
         let (w, h) = (self.frame_width as usize, self.frame_height as usize);
         let c = self.crop;
@@ -129,6 +170,18 @@ impl Decomposition {
 }
 
 /// Builder for [`Decomposer`], in the style of `ort`'s session builder.
+///
+/// ```
+/// # let model = msf_tests::FixtureModel::slate(false);
+/// use msf_runtime::{BackendKind, Decomposer};
+/// let dec = Decomposer::builder()
+///     .backend(BackendKind::Tract) // pure Rust; `Ort` with the `ort` feature for CUDA/TensorRT
+///     .threads(1)                  // kernel threads per call
+///     .build(&model)?;
+/// assert_eq!(dec.backend_name(), "tract");
+/// println!("{} slots of {} on a {}×{} grid", dec.info().num_slots, dec.info().slot_dim, dec.info().grid, dec.info().grid);
+/// # Ok::<(), msf_runtime::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct DecomposerBuilder {
     opts: SessionOptions,
@@ -164,6 +217,33 @@ impl DecomposerBuilder {
 }
 
 /// A loaded model. `Send + Sync`: share it with `Arc` across threads and streams.
+///
+/// Frames are borrowed as they come from a camera driver: BGR/RGB/RGBA/grey, rows padded to any
+/// stride; nothing is converted or copied before the preprocessing reads them.
+///
+/// ```
+/// # let model = msf_tests::FixtureModel::slate(false);
+/// use msf_runtime::{Decomposer, ImageView, PixelFormat};
+/// use std::sync::Arc;
+/// let dec = Arc::new(Decomposer::builder().build(&model)?);
+/// let workers: Vec<_> = (0..2u8)
+///     .map(|cam| {
+///         let dec = Arc::clone(&dec);
+///         std::thread::spawn(move || {
+///             // A 640×480 BGR8 buffer whose rows are padded to 1984 bytes, as some drivers do.
+///             let (w, h, stride) = (640u32, 480u32, 1984usize);
+///             let buf = vec![60 + 40 * cam; stride * h as usize];
+///             let frame = ImageView::new(&buf, w, h, stride, PixelFormat::Bgr8)?;
+///             dec.decompose(&frame)
+///         })
+///     })
+///     .collect();
+/// for w in workers {
+///     let d = w.join().unwrap()?;
+///     assert_eq!((d.frame_width, d.frame_height), (640, 480));
+/// }
+/// # Ok::<(), msf_runtime::Error>(())
+/// ```
 pub struct Decomposer {
     backend: Box<dyn Backend>,
     /// Reusable preprocessors (scratch buffers), one per concurrent caller.
@@ -218,6 +298,20 @@ impl Decomposer {
         Ok(self.decompose_batch_with_slots(std::slice::from_ref(view), None)?.remove(0))
     }
 
+    /// Several frames in one inference call (one (B,3,S,S) input): what folders of images use.
+    ///
+    /// ```
+    /// # let model = msf_tests::FixtureModel::slate(false);
+    /// # let dec = msf_runtime::Decomposer::builder().build(&model)?;
+    /// use msf_runtime::{ImageView, PixelFormat};
+    /// let (a, b) = (vec![30u8; 64 * 48], vec![200u8; 64 * 48]);
+    /// let views = [ImageView::packed(&a, 64, 48, PixelFormat::Gray8)?, ImageView::packed(&b, 64, 48, PixelFormat::Gray8)?];
+    /// let ds = dec.decompose_batch(&views)?;
+    /// assert_eq!(ds.len(), 2);
+    /// // Batching does not change results.
+    /// assert_eq!(ds[1].mask, dec.decompose(&views[1])?.mask);
+    /// # Ok::<(), msf_runtime::Error>(())
+    /// ```
     pub fn decompose_batch(&self, views: &[ImageView]) -> Result<Vec<Decomposition>> {
         self.decompose_batch_with_slots(views, None)
     }

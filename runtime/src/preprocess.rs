@@ -76,6 +76,18 @@ pub struct ImageView<'a> {
 impl<'a> ImageView<'a> {
     /// Checks that `data` holds `height` rows of `stride` bytes (the last row only needs its
     /// `width` pixels, as many camera APIs do not pad it).
+    ///
+    /// ```
+    /// use msf_runtime::{Error, ImageView, PixelFormat};
+    /// // A V4L2-style BGRA buffer: 100 pixels per row, rows 512 bytes apart.
+    /// let buf = vec![0u8; 512 * 79 + 400];
+    /// let v = ImageView::new(&buf, 100, 80, 512, PixelFormat::Bgra8)?;
+    /// assert_eq!((v.width(), v.height(), v.stride()), (100, 80, 512));
+    /// // Wrong strides and short buffers are errors, not out-of-bounds reads.
+    /// assert!(matches!(ImageView::new(&buf, 200, 80, 512, PixelFormat::Bgra8), Err(Error::StrideTooSmall { .. })));
+    /// assert!(matches!(ImageView::new(&buf[..1000], 100, 80, 512, PixelFormat::Bgra8), Err(Error::BufferTooShort { .. })));
+    /// # Ok::<(), msf_runtime::Error>(())
+    /// ```
     pub fn new(
         data: &'a [u8],
         width: u32,
@@ -296,6 +308,19 @@ pub fn bicubic_resize_chw(
 
 /// Reusable preprocessing state: the resizer, its coefficient-free scratch buffers and the bicubic
 /// plan, so that a video loop allocates nothing per frame once the first frame has been seen.
+///
+/// ```
+/// use msf_runtime::{ImageView, PixelFormat, Preprocessor};
+/// // Upstream eval: centre crop, 256 px, ImageNet mean/std; the bicubic 256→224 is in the graph.
+/// let cfg = msf_models::Preprocess::upstream(224, true);
+/// let mut pre = Preprocessor::new(&cfg)?;
+/// let mut input = vec![0f32; pre.output_len()]; // (3, S, S), reused for every frame
+/// let frame = vec![255u8; 300 * 200 * 3];
+/// pre.run(&ImageView::packed(&frame, 300, 200, PixelFormat::Rgb8)?, &mut input)?;
+/// // White normalises to (1 − mean) / std in every channel.
+/// assert!((input[0] - (1.0 - 0.485) / 0.229).abs() < 1e-4);
+/// # Ok::<(), msf_runtime::Error>(())
+/// ```
 pub struct Preprocessor {
     p: Preprocess,
     resizer: fir::Resizer,

@@ -57,16 +57,20 @@ impl Default for TrackerOptions {
 
 /// Carries slots and identities across the frames of one video stream.
 ///
-/// ```no_run
+/// ```
+/// # let model = msf_tests::FixtureModel::slate(true); // exported with `--slots-in`
 /// use msf_runtime::{Decomposer, ImageView, Tracker};
 /// use std::sync::Arc;
-/// let dec = Arc::new(Decomposer::builder().build("slate-msf.slots.onnx")?);
-/// let mut tracker = Tracker::new(dec);
-/// # let frames: Vec<image::RgbImage> = vec![];
-/// for frame in &frames {
-///     let d = tracker.step(&ImageView::from_rgb_image(frame)?)?;
-///     // slot k of `d` is the same object as slot k of the previous frame
+/// let dec = Arc::new(Decomposer::builder().build(&model)?); // e.g. "slate-msf.slots.onnx"
+/// let mut tracker = Tracker::new(Arc::clone(&dec)); // one per camera / video stream
+/// assert!(tracker.is_temporal());
+/// let video = msf_runtime::track::synthetic::moving_shapes(4, 128);
+/// for rgb in &video.frames {
+///     let d = tracker.step(&ImageView::packed(rgb, 128, 128, msf_runtime::PixelFormat::Rgb8)?)?;
+///     // Slot k of `d` is the same object as slot k of the previous frame.
+///     assert_eq!(d.num_slots, dec.info().num_slots);
 /// }
+/// assert_eq!(tracker.frames(), 4);
 /// # Ok::<(), msf_runtime::Error>(())
 /// ```
 pub struct Tracker {

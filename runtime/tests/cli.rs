@@ -504,3 +504,66 @@ fn ctrl_c_stops_between_frames_and_keeps_them() {
     assert_eq!(all_files(&out.join("slots")).len(), n);
     assert_no_temp_files(&out);
 }
+
+/// A video in, temporal mode, and the overlays out as a video (feature `video`). The input is made
+/// with the library's own encoder, so no `ffmpeg` program is needed.
+#[cfg(feature = "video")]
+#[test]
+fn video_temporal_with_overlay_video() {
+    use msf_runtime::sink::video::VideoWriter;
+    use msf_runtime::source::{open, SourceOptions};
+    let dir = scratch("video");
+    let input = dir.join("moving.mp4");
+    let (w, h) = (96u32, 64u32);
+    let mut vw = VideoWriter::create(&input, w, h, 10.0).unwrap();
+    for t in 0..12u32 {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let inside = x >= 10 + 4 * t && x < 34 + 4 * t && (20..44).contains(&y);
+            if inside { image::Rgb([230, 40, 40]) } else { image::Rgb([(x * 2) as u8, 90, (y * 3) as u8]) }
+        });
+        vw.write_rgb(img.as_raw()).unwrap();
+    }
+    vw.finish().unwrap();
+
+    let out = dir.join("out");
+    let o = msf_run(&[&"--onnx", &models().with_slots(), &input, &"-o", &out, &"--temporal", &"--overlay-video", &"--every", &"2", &"--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j = check_json_against_pngs(&out);
+    let frames = j["frames"].as_array().unwrap();
+    assert_eq!(frames.len(), 6);
+    assert_eq!(frames[1]["index"], 2);
+    assert!(frames[1]["pts"].as_f64().is_some());
+    // The overlay video has every written frame, at the frame size.
+    let back: Vec<_> = open(&out.join("overlay.mp4"), &SourceOptions::default()).unwrap().map(|f| f.unwrap()).collect();
+    assert_eq!(back.len(), 6);
+    assert_eq!((back[0].width, back[0].height), (w, h));
+    assert_no_temp_files(&out);
+}
+
+/// The `video_loop` example (feature `video`) as a user runs it: a video in, per-frame objects on
+/// stdout, an overlay video out with every frame.
+#[cfg(feature = "video")]
+#[test]
+fn video_loop_example_runs() {
+    use msf_runtime::sink::video::VideoWriter;
+    use msf_runtime::source::{open, SourceOptions};
+    let example = msf_run_bin().with_file_name("examples").join(format!("video_loop{}", std::env::consts::EXE_SUFFIX));
+    assert!(example.is_file(), "{} is not built (`cargo test --features video` builds the examples)", example.display());
+    let dir = scratch("video_loop");
+    let input = dir.join("in.mp4");
+    let (w, h) = (80u32, 64u32);
+    let mut vw = VideoWriter::create(&input, w, h, 8.0).unwrap();
+    for t in 0..5u32 {
+        let img = image::RgbImage::from_fn(w, h, |x, y| if x / 8 == t + 2 && y > 10 { image::Rgb([20, 200, 60]) } else { image::Rgb([90, (x * 3) as u8, (y * 2) as u8]) });
+        vw.write_rgb(img.as_raw()).unwrap();
+    }
+    vw.finish().unwrap();
+    let out = dir.join("overlay.mp4");
+    let o = Command::new(&example).arg(models().with_slots()).arg(&input).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().count(), 5, "one line per frame:\n{stdout}");
+    assert!(stdout.lines().all(|l| l.contains("px [")), "every frame lists its objects:\n{stdout}");
+    let back = open(&out, &SourceOptions::default()).unwrap().count();
+    assert_eq!(back, 5);
+}

@@ -19,6 +19,8 @@
 //! - `CI`: when set, a missing Python or fixture folder fails the tests that need it; otherwise those
 //!   tests pass after printing a "skipped" note.
 
+pub mod corpus;
+
 use ndarray::{ArrayD, Axis, IxDyn};
 use std::ffi::OsStr;
 use std::io::Write;
@@ -85,6 +87,46 @@ pub fn require_fixtures(test: &str) -> Option<PathBuf> {
         skip_or_fail(test, &format!("no upstream fixtures at {} (set MSF_FIXTURES)", dir.display()));
         None
     }
+}
+
+/// A model exported in-process from an upstream fixture checkpoint into its own temporary folder
+/// (removed on drop). The runtime's runnable documentation examples start with a hidden
+/// `let model = msf_tests::FixtureModel::slate(false);`, so that they load a real export.
+pub struct FixtureModel {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl FixtureModel {
+    /// `tiny-slate-msf.pth` exported with the default options; `slots_in` adds the `slots_init`
+    /// input (temporal mode). Panics with a hint when the fixtures are missing.
+    pub fn slate(slots_in: bool) -> Self {
+        let ckpt = fixtures_dir().join("tiny-slate-msf.pth");
+        assert!(ckpt.is_file(), "{} is missing: set MSF_FIXTURES to the upstream fixtures folder", ckpt.display());
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join(if slots_in { "tiny-slate-msf.slots.onnx" } else { "tiny-slate-msf.onnx" });
+        let mut opts = msf_exporter::export::ExportOptions::default();
+        opts.graph.slots_in = slots_in;
+        msf_exporter::export::export(&ckpt, &path, &opts).unwrap_or_else(|e| panic!("export {}: {e}", ckpt.display()));
+        FixtureModel { _dir: dir, path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for FixtureModel {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// `<fixtures>/images/<name>` (real photos: `motorcycle_left.png`, `hubble_deep_field.jpg`, …).
+pub fn fixture_image(name: &str) -> PathBuf {
+    let p = fixtures_dir().join("images").join(name);
+    assert!(p.is_file(), "{} is missing: set MSF_FIXTURES to the upstream fixtures folder", p.display());
+    p
 }
 
 /// Image names with goldens (`ref/<img>.input.npy`), sorted.

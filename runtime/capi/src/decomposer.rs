@@ -239,12 +239,14 @@ fn path_from(p: *const c_char) -> FfiResult<PathBuf> {
 /// `out` NULL or writable.
 #[cfg_attr(any(doc, doctest), doc = r#"
 # Examples
-```no_run
+```
 use msf_runtime::*;
+# let model = msf_tests::FixtureModel::slate(false); // a real export of an upstream checkpoint
+# let path = std::ffi::CString::new(model.path().to_str().unwrap()).unwrap();
 let mut opts = msf_options_default();
 opts.threads = 2;
 let mut dec = std::ptr::null_mut();
-let status = unsafe { msf_decomposer_create(c"tiny-slate.onnx".as_ptr(), &opts, &mut dec) };
+let status = unsafe { msf_decomposer_create(path.as_ptr(), &opts, &mut dec) }; // e.g. c"slate.onnx"
 assert_eq!(status, MsfStatus::Ok);
 // ... msf_decompose(dec, ...) from any number of threads ...
 assert_eq!(msf_decomposer_destroy(dec), MsfStatus::Ok);
@@ -327,9 +329,12 @@ pub unsafe extern "C" fn msf_decomposer_info(dec: *const MsfDecomposer, out: *mu
 /// `data` must be NULL or hold the bytes described above; `out` NULL or writable.
 #[cfg_attr(any(doc, doctest), doc = r#"
 # Examples
-```no_run
+```
 use msf_runtime::*;
-# let dec: *const MsfDecomposer = std::ptr::null();
+# let model = msf_tests::FixtureModel::slate(false); // a real export of an upstream checkpoint
+# let path = std::ffi::CString::new(model.path().to_str().unwrap()).unwrap();
+# let mut dec = std::ptr::null_mut();
+# assert_eq!(unsafe { msf_decomposer_create(path.as_ptr(), std::ptr::null(), &mut dec) }, MsfStatus::Ok);
 let (w, h) = (640u32, 480u32);
 let bgr = vec![0u8; (w * h * 3) as usize];
 let mut res = std::ptr::null_mut();
@@ -339,6 +344,7 @@ let (mut mask, mut mw, mut mh) = (std::ptr::null(), 0, 0);
 unsafe { msf_result_mask_frame(res, &mut mask, &mut mw, &mut mh) };
 assert_eq!((mw, mh), (w, h)); // slot index per frame pixel, MSF_MASK_VOID outside the centre crop
 msf_result_destroy(res);
+# msf_decomposer_destroy(dec);
 ```
 "#)]
 #[no_mangle]

@@ -261,9 +261,15 @@ pub unsafe extern "C" fn msf_result_bbox(result: *const MsfResult, slot: u32, ou
 /// Bounding box of `slot` in frame pixels, from the frame-resolution mask (all zero when empty).
 #[cfg_attr(any(doc, doctest), doc = r#"
 # Examples
-```no_run
+```
 use msf_runtime::*;
-# let res: *const MsfResult = std::ptr::null();
+# let model = msf_tests::FixtureModel::slate(false); // a real export of an upstream checkpoint
+# let path = std::ffi::CString::new(model.path().to_str().unwrap()).unwrap();
+# let mut dec = std::ptr::null_mut();
+# assert_eq!(unsafe { msf_decomposer_create(path.as_ptr(), std::ptr::null(), &mut dec) }, MsfStatus::Ok);
+# let bgr = vec![90u8; 320 * 240 * 3];
+# let mut res = std::ptr::null_mut();
+# assert_eq!(unsafe { msf_decompose(dec, bgr.as_ptr(), 320, 240, 0, MSF_PIXEL_FORMAT_BGR8, &mut res) }, MsfStatus::Ok);
 let mut k = 0usize;
 unsafe { msf_result_num_slots(res, &mut k) };
 for slot in 0..k as u32 {
@@ -275,6 +281,8 @@ for slot in 0..k as u32 {
     }
     println!("object {slot}: {area} px in [{}, {}) x [{}, {})", b.x0, b.x1, b.y0, b.y1);
 }
+# msf_result_destroy(res);
+# msf_decomposer_destroy(dec);
 ```
 "#)]
 ///

@@ -80,10 +80,13 @@ fn tracker_options(o: &MsfTrackerOptions, slots_input: bool) -> FfiResult<Tracke
 /// `options` must be NULL or a valid `MsfTrackerOptions`; `out` NULL or writable.
 #[cfg_attr(any(doc, doctest), doc = r#"
 # Examples
-```no_run
+```
 use msf_runtime::*;
-# let dec: *const MsfDecomposer = std::ptr::null();
-# let frames: Vec<Vec<u8>> = vec![];
+# let model = msf_tests::FixtureModel::slate(false); // a real export of an upstream checkpoint
+# let path = std::ffi::CString::new(model.path().to_str().unwrap()).unwrap();
+# let mut dec = std::ptr::null_mut();
+# assert_eq!(unsafe { msf_decomposer_create(path.as_ptr(), std::ptr::null(), &mut dec) }, MsfStatus::Ok);
+# let frames: Vec<Vec<u8>> = (0..3u8).map(|t| vec![40 * t; 640 * 480 * 3]).collect();
 let mut tr = std::ptr::null_mut();
 assert_eq!(unsafe { msf_tracker_create(dec, std::ptr::null(), &mut tr) }, MsfStatus::Ok);
 for bgr in &frames {
@@ -94,6 +97,7 @@ for bgr in &frames {
     }
 }
 msf_tracker_destroy(tr);
+# msf_decomposer_destroy(dec);
 ```
 "#)]
 #[no_mangle]

@@ -157,7 +157,6 @@ impl VideoWriter {
         ost.set_time_base(frame_tb);
         ost.set_avg_frame_rate(frame_rate);
         ost.set_rate(frame_rate);
-        drop(ost);
         let mut header_opts = Dictionary::new();
         if container != "matroska" {
             header_opts.set("movflags", "+faststart");
@@ -351,7 +350,7 @@ mod tests {
         let mut v = Vec::with_capacity((w * h * 3) as usize);
         for y in 0..h {
             for x in 0..w {
-                let inside = x >= 2 * k && x < 2 * k + 16 && y >= 8 && y < 24;
+                let inside = (2 * k..2 * k + 16).contains(&x) && (8..24).contains(&y);
                 if inside {
                     v.extend_from_slice(&[250, 250, 20]);
                 } else {

@@ -82,6 +82,17 @@ impl DecodeLimits {
 ///
 /// Errors name the file: [`Error::Io`], [`Error::ImageTooLarge`] (checked from the header, before
 /// allocating), [`Error::EmptyImage`], [`Error::Decode`] (unknown format, corrupt or truncated data).
+///
+/// ```
+/// use msf_runtime::{load_image, DecodeLimits, Error};
+/// # let photo = msf_tests::fixture_image("logo.png");
+/// let img = load_image(&photo, &DecodeLimits::default())?; // RGBA → RGB, alpha dropped
+/// assert!(img.width() > 0);
+/// // A tight pixel budget refuses the file from its header, before decoding it.
+/// let tiny = DecodeLimits { max_pixels: 16, ..DecodeLimits::default() };
+/// assert!(matches!(load_image(&photo, &tiny), Err(Error::ImageTooLarge { .. })));
+/// # Ok::<(), msf_runtime::Error>(())
+/// ```
 pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
     let io_err = |source| Error::Io {
         path: path.to_path_buf(),

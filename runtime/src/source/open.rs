@@ -84,6 +84,22 @@ pub fn classify(input: &Path) -> Result<InputKind> {
 
 /// Open one input: a folder (its images, natural order), a glob pattern, an image file, a video
 /// file or stream (feature `video`) or a camera `/dev/videoN` (feature `camera`).
+///
+/// Frames are decoded one at a time as the iterator is advanced (memory stays flat on long videos).
+///
+/// ```
+/// use msf_runtime::source::{open, SourceOptions};
+/// # let folder = msf_tests::fixture_image("camera.png").parent().unwrap().to_path_buf();
+/// let opts = SourceOptions { max_frames: Some(2), ..SourceOptions::default() };
+/// let mut n = 0;
+/// for frame in open(&folder, &opts)? {     // a folder of images, a video, "/dev/video0", …
+///     let frame = frame?;                  // a bad file is an error for that frame only
+///     println!("{} {}×{}", frame.name, frame.width, frame.height);
+///     n += 1;
+/// }
+/// assert_eq!(n, 2);
+/// # Ok::<(), msf_runtime::Error>(())
+/// ```
 pub fn open(input: &Path, opts: &SourceOptions) -> Result<Box<dyn FrameSource>> {
     match classify(input)? {
         InputKind::Folder => Ok(Box::new(ImageFiles::folder(input, opts)?)),

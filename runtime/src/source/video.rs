@@ -372,7 +372,6 @@ impl VideoSource {
         let codec_id = stream.parameters().id();
         let (decoder, logged) = capture(|| dec.video());
         let decoder = decoder.map_err(|e| open_err(format!("no usable decoder for {codec_id:?}: {}", describe_error(e, &logged))))?;
-        drop(stream);
 
         // Only the chosen stream is demuxed (audio, subtitles and data packets are skipped).
         // SAFETY: the streams array has nb_streams valid entries.
@@ -799,9 +798,9 @@ mod tests {
             assert_eq!(frames.len(), 3);
             for f in &frames {
                 let n = (f.width * f.height) as usize;
-                for c in 0..3 {
+                for (c, &want) in rgb.iter().enumerate() {
                     let mean = f.data.iter().skip(c).step_by(3).map(|&v| v as f64).sum::<f64>() / n as f64;
-                    assert!((mean - rgb[c] as f64).abs() <= 4.0, "{colour}: channel {c} mean {mean}, want {}", rgb[c]);
+                    assert!((mean - want as f64).abs() <= 4.0, "{colour}: channel {c} mean {mean}, want {want}");
                 }
             }
         }
