@@ -61,6 +61,9 @@ struct Cli {
     /// Refuse checkpoints larger than this many bytes.
     #[arg(long, default_value_t = Limits::default().max_file_bytes)]
     max_checkpoint_bytes: u64,
+    /// Refuse checkpoints holding more tensors than this (checked before any tensor is read).
+    #[arg(long, default_value_t = Limits::default().max_tensors)]
+    max_tensors: usize,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -118,13 +121,16 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     let opts = ExportOptions {
         graph: GraphOptions { opset: cli.opset, slots_in: cli.slots_in, resize_in_graph: !cli.no_resize },
         spec: SpecOptions { iters: cli.iters, strict: cli.strict },
-        limits: Limits { max_file_bytes: cli.max_checkpoint_bytes, ..Limits::default() },
+        limits: Limits { max_file_bytes: cli.max_checkpoint_bytes, max_tensors: cli.max_tensors, ..Limits::default() },
         external_data: cli.external_data,
     };
     if cli.iters == 0 {
         bail!("--iters must be at least 1");
     }
     if let Some(parent) = cli.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if parent.exists() && !parent.is_dir() {
+            bail!("output folder {} is not a folder", parent.display());
+        }
         if !parent.is_dir() {
             bail!("output folder {} does not exist", parent.display());
         }

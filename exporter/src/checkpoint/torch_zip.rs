@@ -64,6 +64,11 @@ pub(crate) fn read<R: Read + Seek>(
                 s
             }
         };
+        // A wanted tensor of the wrong type is reported as such, before its storage size.
+        let wanted_here = want(&key);
+        if wanted_here && !t.storage.dtype.is_float() {
+            return Err(CheckpointError::UnsupportedDtype { key, dtype: t.storage.dtype.to_string() });
+        }
         let needed = needed_bytes(&t);
         if needed > available as u128 {
             return Err(CheckpointError::StorageTooSmall { key, storage: t.storage.key.clone(), needed, available });
@@ -72,10 +77,7 @@ pub(crate) fn read<R: Read + Seek>(
             return Err(CheckpointError::DuplicateKey { key });
         }
         info.insert(key.clone(), TensorInfo { shape: t.shape.clone(), dtype: t.storage.dtype });
-        if want(&key) {
-            if !t.storage.dtype.is_float() {
-                return Err(CheckpointError::UnsupportedDtype { key, dtype: t.storage.dtype.to_string() });
-            }
+        if wanted_here {
             wanted.push((key, t));
         }
     }

@@ -20,7 +20,7 @@ use serde_json::json;
 
 const AFTER_HELP: &str = "\
 Inputs:
-  image files     png, jpg, bmp, tif, webp, gif (decoded like upstream: RGB, EXIF orientation applied)
+  image files     png, jpg, bmp, tif, webp, gif (decoded to RGB, EXIF orientation applied)
   folders         the image files directly inside, in natural order (frame2 before frame10)
   glob patterns   quoted so the shell leaves them alone: 'frames/*.jpg'
   video files     mp4, mkv, avi, mov, webm, m4v, ... (build with --features video)
@@ -125,6 +125,10 @@ struct Cli {
     /// Print nothing but errors (and the --json line).
     #[arg(short, long)]
     quiet: bool,
+    /// Refuse images with more pixels than this, from their header, before decoding (decompression
+    /// bombs). The default allows 16384x16384.
+    #[arg(long, value_name = "N", default_value_t = msf_runtime::DecodeLimits::default().max_pixels)]
+    max_image_pixels: u64,
     /// For ONNX graphs without MSF metadata (e.g. a plain torch.onnx export of the upstream model,
     /// input (B,3,256,256) with the bicubic resize to 224 inside): use the upstream preprocessing.
     #[arg(long)]
@@ -221,7 +225,7 @@ fn load_model(cli: &Cli) -> Result<Decomposer> {
     }
     b.build(&cli.onnx).map_err(|e| match e {
         Error::Metadata { source: msf_models::MetadataError::NotMsf, .. } => anyhow!(
-            "{e} (for an upstream graph exported with torch.onnx, such as *.torch.onnx, pass --preprocess-upstream)"
+            "{e}: here, --preprocess-upstream (e.g. for a torch.onnx export of the upstream model)"
         ),
         e => e.into(),
     })
@@ -353,7 +357,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(Outcome, Summary)> {
     let info = dec.info().clone();
     let temporal = if cli.temporal { Some(Temporal::new(dec.clone())?) } else { None };
     let kind = info.kind.map_or("unknown (no MSF metadata)", |k| k.as_str());
-    let opts = SourceOptions { every: cli.every, start: cli.start, max_frames: cli.max_frames, ..Default::default() };
+    let mut opts = SourceOptions { every: cli.every, start: cli.start, max_frames: cli.max_frames, ..Default::default() };
+    opts.decode_limits.max_pixels = cli.max_image_pixels;
     let mut frames = source::open_all(&cli.inputs, &opts)?;
 
     let mask_res = match cli.mask_res {

@@ -52,9 +52,13 @@ impl TractBackend {
             path: path.to_path_buf(),
             reason: format!("not a readable ONNX protobuf ({e:#})"),
         })?;
+        // An empty or foreign file parses as a protobuf with no graph: say so before looking for metadata.
+        if proto.graph.is_none() {
+            return Err(Error::ModelLoad { path: path.to_path_buf(), reason: "not an ONNX model (the file has no graph)".into() });
+        }
         let props: Vec<(String, String)> = proto.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
         let meta = metadata_from_props(path, &props, opts.preprocess_override.as_ref())?;
-        let graph = proto.graph.as_mut().ok_or_else(|| Error::NotMsfGraph { path: path.to_path_buf(), reason: "the file has no graph".into() })?;
+        let graph = proto.graph.as_mut().expect("checked above");
         let out_names: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
         let find = |name: &str| {
             out_names.iter().position(|n| n == name).ok_or_else(|| Error::NotMsfGraph {

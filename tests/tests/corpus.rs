@@ -1,0 +1,194 @@
+//! The bad-input corpus (`tests/corpus/cases.tsv`) through every front end: `msf-export`, `msf-run`
+//! and the C ABI (`msf_decomposer_create`). Each case must end with its expected exit code and error
+//! message, never a panic or a signal, and leave no partial file behind; the odd-but-valid images
+//! must work. The inputs are written by `tests/corpus/make_corpus.py` from the upstream fixtures and a
+//! real export (see `tests/corpus/README.md`). The C ABI half is `runtime/capi/tests/corpus.rs`.
+
+use msf_tests::*;
+use msf_tests::corpus;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+/// Files anywhere under `dir` (relative paths), for "nothing partial left" checks.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs `program` with an optional file-size limit (`RLIMIT_FSIZE`, SIGXFSZ ignored so that a write
+/// past it fails with EFBIG like a full disk, instead of killing the process).
+fn run_limited(program: &Path, args: &[String], fsize: Option<u64>) -> Run {
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
+    if let Some(limit) = fsize {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let r = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &r) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let what = format!("{} {}", program.display(), args.join(" "));
+    let t = std::time::Instant::now();
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    Run {
+        what,
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: t.elapsed(),
+    }
+}
+
+#[test]
+fn every_corpus_case_fails_cleanly_or_works() {
+    let test = "every_corpus_case_fails_cleanly_or_works";
+    let Some(fx) = require_fixtures(test) else { return };
+    let Some(py) = require_python(test) else { return };
+    let work = temp_dir(test);
+    let corpus_dir = work.path().join("corpus");
+
+    // A real model to run the image and video cases with, and to derive the model cases from.
+    let model = work.path().join("tiny-slate-msf.onnx");
+    msf_export([OsString::from("--ckpt"), fx.join("tiny-slate-msf.pth").into(), "-o".into(), model.clone().into()]).assert_ok();
+    let ffmpeg = corpus::which("ffmpeg");
+    if ffmpeg.is_none() {
+        skip_or_fail(test, "no `ffmpeg` program on PATH: the video cases are not generated");
+    }
+    corpus::generate(py, &fx, &model, ffmpeg.as_deref(), &corpus_dir);
+
+    let run_bin = exporter_bin().with_file_name(format!("msf-run{}", std::env::consts::EXE_SUFFIX));
+    assert!(run_bin.is_file(), "{} is not built (cargo test --workspace builds it)", run_bin.display());
+    let photo = fx.join("images").join("motorcycle_left.png");
+
+    let all = corpus::cases();
+    let mut failures = Vec::new();
+    let mut classes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ran = 0;
+    for c in &all {
+        let input = corpus_dir.join(&c.input);
+        if c.input.starts_with("video-") && ffmpeg.is_none() {
+            continue;
+        }
+        if !matches!(c.input.as_str(), "-" | "missing.pth" | "missing.onnx" | "missing.png") {
+            assert!(input.exists(), "{}: the generator did not write {}", c.id, c.input);
+        }
+        let out = work.path().join("out").join(&c.id);
+        std::fs::create_dir_all(&out).unwrap();
+        let mut fsize = None;
+        let mut args: Vec<String> = Vec::new();
+        let mut target = out.join("result");
+        for a in &c.args {
+            match a.as_str() {
+                "@out-is-file" => {
+                    std::fs::write(&target, b"a file, not a folder").unwrap();
+                }
+                "@out-under-file" => {
+                    std::fs::write(out.join("file"), b"a file").unwrap();
+                    target = out.join("file").join("result");
+                }
+                s if s.starts_with("@fsize=") => fsize = Some(s["@fsize=".len()..].parse::<u64>().unwrap()),
+                s => args.push(s.to_string()),
+            }
+        }
+        let before = files_under(&out);
+        let p = |x: &Path| x.to_string_lossy().into_owned();
+        let r = match c.tool.as_str() {
+            "export" => {
+                let mut a = vec!["--ckpt".into(), p(&input), "-o".into(), p(&target)];
+                a.extend(args);
+                run_limited(exporter_bin(), &a, fsize)
+            }
+            "run-model" => {
+                let mut a = vec!["--onnx".into(), p(&input), p(&photo), "-o".into(), p(&target), "--quiet".into()];
+                a.extend(args);
+                run_limited(&run_bin, &a, fsize)
+            }
+            "run-input" => {
+                let mut a = vec!["--onnx".into(), p(&model), p(&input), "-o".into(), p(&target), "--quiet".into()];
+                a.extend(args);
+                run_limited(&run_bin, &a, fsize)
+            }
+            t => panic!("{}: unknown tool {t:?}", c.id),
+        };
+        ran += 1;
+        *classes.entry(c.class.clone()).or_default() += 1;
+        let mut problems = Vec::new();
+        match r.code() {
+            None => problems.push(format!("killed by a signal ({:?})", r.status)),
+            Some(code) if code != c.exit => problems.push(format!("exit {code}, expected {}", c.exit)),
+            _ => {}
+        }
+        for bad in ["panicked", "stack backtrace", "RUST_BACKTRACE"] {
+            if r.stderr.contains(bad) {
+                problems.push(format!("stderr mentions {bad:?}"));
+            }
+        }
+        if c.exit != 0 && !r.stderr.to_lowercase().contains(&c.message.to_lowercase()) {
+            problems.push(format!("stderr does not contain {:?}", c.message));
+        }
+        if c.exit != 0 && r.stderr.lines().filter(|l| !l.trim().is_empty()).count() > 3 {
+            problems.push("more than 3 lines on stderr for one error".into());
+        }
+        let after = files_under(&out);
+        let new: Vec<&String> = after.iter().filter(|f| !before.contains(f)).collect();
+        if let Some(t) = new.iter().find(|f| f.contains(".tmp")) {
+            problems.push(format!("temporary file left: {t}"));
+        }
+        match c.tool.as_str() {
+            "export" if c.exit != 0 && target.is_file() && !before.iter().any(|f| out.join(f) == target) => {
+                problems.push("an output model was left after the failure".into())
+            }
+            "export" if c.exit == 0 && !target.is_file() => problems.push("no model written".into()),
+            "run-model" | "run-input" => {
+                let masks = new.iter().filter(|f| f.starts_with("result/masks/") && f.ends_with(".png")).count();
+                match c.kept.as_str() {
+                    "0" if !new.is_empty() => problems.push(format!("files written although nothing should be: {new:?}")),
+                    "+" if masks == 0 => problems.push("no frame kept".into()),
+                    "+" if !new.iter().any(|f| f.ends_with("decomposition.json")) => problems.push("kept frames not described in decomposition.json".into()),
+                    _ => {}
+                }
+                if c.exit == 0 && masks == 0 {
+                    problems.push("exit 0 but no mask written".into());
+                }
+            }
+            _ => {}
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{} ({}): {}\n{}", c.id, c.input, problems.join("; "), r.transcript()));
+        }
+    }
+    let bad = all.iter().filter(|c| c.exit != 0).count();
+    note(format!(
+        "msf-tests: corpus: {} cases run ({} must fail, {} must work) in {} classes; {} failed",
+        ran,
+        bad,
+        all.len() - bad,
+        classes.len(),
+        failures.len()
+    ));
+    assert!(all.len() >= 50, "the corpus has {} cases, fewer than 50", all.len());
+    assert!(failures.is_empty(), "{} corpus case(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+}
+
