@@ -51,7 +51,7 @@ pub fn metadata_for(spec: &spec::ModelSpec, opts: &GraphOptions) -> ModelMetadat
         preprocess: Preprocess::upstream(spec.config.vit.input_size(), opts.resize_in_graph),
         source_sha256: spec.source_sha256.clone(),
         slots_input: opts.slots_in,
-        precision: "fp32".into(),
+        precision: opts.precision.as_str().into(),
         producer: format!("msf-export {}", env!("CARGO_PKG_VERSION")),
     }
 }

@@ -22,9 +22,33 @@ pub const DEFAULT_OPSET: i64 = 17;
 /// Name of the symbolic batch dimension.
 pub const BATCH_DIM: &str = "batch";
 
+/// Numeric precision of the exported graph's heavy layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything in float32 (the reference).
+    #[default]
+    Fp32,
+    /// The ViT and projection linear layers as dynamically quantised int8 matmuls: weights int8
+    /// symmetric per output channel, activations uint8 per tensor, quantised at run time
+    /// (`DynamicQuantizeLinear` → `MatMulInteger` → rescale). LayerNorms, softmaxes, the patch
+    /// embedding and the whole slot attention stay float32: they decide the masks.
+    Int8,
+}
+
+impl Precision {
+    /// The value of the `msf.precision` metadata key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct GraphOptions {
     pub opset: i64,
+    pub precision: Precision,
     /// Add the `slots_init` input (initial slots, e.g. the previous frame's).
     pub slots_in: bool,
     /// Keep the bicubic image→backbone resize inside the graph.
@@ -33,7 +57,7 @@ pub struct GraphOptions {
 
 impl Default for GraphOptions {
     fn default() -> Self {
-        GraphOptions { opset: DEFAULT_OPSET, slots_in: false, resize_in_graph: true }
+        GraphOptions { opset: DEFAULT_OPSET, precision: Precision::Fp32, slots_in: false, resize_in_graph: true }
     }
 }
 
@@ -46,9 +70,13 @@ pub enum GraphError {
 /// Accumulates nodes and initializers with unique names.
 struct Builder {
     opset: i64,
+    precision: Precision,
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
     next: usize,
+    /// Activations already quantised for int8 matmuls: tensor → (uint8 values, scale, zero point),
+    /// so that q, k and v share one `DynamicQuantizeLinear` of their common input.
+    quantized: std::collections::HashMap<String, [String; 3]>,
 }
 
 fn attr_i(name: &str, v: i64) -> AttributeProto {
@@ -178,8 +206,13 @@ impl Builder {
                 }
             }
         }
-        let wn = self.f32(&format!("{name}.weight_t"), &[i, o], wt);
-        let y = self.mm(x, &wn);
+        let quantize = self.precision == Precision::Int8 && (name.starts_with(keys::VIT_BLOCKS_PREFIX) || name.starts_with(keys::PROJECT_PREFIX));
+        let y = if quantize {
+            self.int8_matmul(x, name, &wt, i, o)
+        } else {
+            let wn = self.f32(&format!("{name}.weight_t"), &[i, o], wt);
+            self.mm(x, &wn)
+        };
         match b {
             Some(b) => {
                 let b: Vec<f32> = match scale {
@@ -191,6 +224,42 @@ impl Builder {
             }
             None => y,
         }
+    }
+
+    /// `x @ wt` with `wt` (in, out) quantised to int8 per output column and `x` to uint8 at run
+    /// time: the node pattern onnxruntime fuses into one `DynamicQuantizeMatMul` kernel.
+    fn int8_matmul(&mut self, x: &str, name: &str, wt: &[f32], i: usize, o: usize) -> String {
+        let mut scale = vec![0f32; o];
+        for r in 0..i {
+            for (c, s) in scale.iter_mut().enumerate() {
+                *s = s.max(wt[r * o + c].abs());
+            }
+        }
+        for s in &mut scale {
+            *s = if *s > 0.0 { *s / 127.0 } else { 1.0 };
+        }
+        let q: Vec<u8> = wt.iter().enumerate().map(|(k, v)| (v / scale[k % o]).round().clamp(-127.0, 127.0) as i8 as u8).collect();
+        let wq = self.init(TensorProto {
+            name: Some(format!("{name}.weight_q")),
+            dims: vec![i as i64, o as i64],
+            data_type: Some(DataType::Int8 as i32),
+            raw_data: Some(q),
+            ..Default::default()
+        });
+        let ws = self.f32(&format!("{name}.weight_scale"), &[o], scale);
+        let [xq, xs, xzp] = match self.quantized.get(x) {
+            Some(q) => q.clone(),
+            None => {
+                let outs = [self.fresh("xq"), self.fresh("xscale"), self.fresh("xzero")];
+                self.op_n("DynamicQuantizeLinear", &[x], vec![], &[&outs[0], &outs[1], &outs[2]]);
+                self.quantized.insert(x.to_string(), outs.clone());
+                outs
+            }
+        };
+        let acc = self.op("MatMulInteger", &[&xq, &wq, &xzp], vec![], None);
+        let accf = self.op("Cast", &[&acc], vec![attr_i("to", DataType::Float as i64)], None);
+        let s = self.mul(&xs, &ws);
+        self.mul(&accf, &s)
     }
 
     /// LayerNormalization over the last axis (native from opset 17, decomposed before).
@@ -279,7 +348,7 @@ pub fn build_graph(spec: &ModelSpec, pre: &Preprocess, opts: &GraphOptions) -> R
         return Err(GraphError::Opset(opts.opset));
     }
     let c: &ModelConfig = &spec.config;
-    let mut g = Builder { opset: opts.opset, nodes: vec![], inits: vec![], next: 0 };
+    let mut g = Builder { opset: opts.opset, precision: opts.precision, nodes: vec![], inits: vec![], next: 0, quantized: Default::default() };
     let (e, grid, heads) = (c.vit.embed_dim as i64, c.vit.grid as i64, c.vit.num_heads as i64);
     let head_dim = (c.vit.embed_dim / c.vit.num_heads) as i64;
     let (k_slots, d) = (c.slots.num_slots, c.slots.slot_dim);

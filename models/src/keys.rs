@@ -43,6 +43,7 @@ pub fn vit_block(i: usize, param: &str) -> String {
 pub const VIT_BLOCKS_PREFIX: &str = "m.encode_backbone.1.blocks.";
 
 /// Projection MLP: `Sequential(LayerNorm, Linear, GELU, Linear)`.
+pub const PROJECT_PREFIX: &str = "m.encode_project.";
 pub const PROJECT_LN_WEIGHT: &str = "m.encode_project.0.weight";
 pub const PROJECT_LN_BIAS: &str = "m.encode_project.0.bias";
 pub const PROJECT_FC1_WEIGHT: &str = "m.encode_project.1.weight";

@@ -467,20 +467,15 @@ fn help_documents_inputs_outputs_and_exit_codes() {
     }
 }
 
+/// Start `msf-run` on `input`, send SIGINT once 3 masks are written, and check that it stopped with
+/// exit 130, kept and described every finished frame, and left no temporary file. Returns the
+/// output folder and the number of frames kept.
 #[cfg(unix)]
-#[test]
-fn ctrl_c_stops_between_frames_and_keeps_them() {
-    let dir = scratch("ctrl-c");
-    let frames = dir.join("frames");
-    std::fs::create_dir_all(&frames).unwrap();
-    // Many small frames so the run is still going when the signal comes.
-    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
-    for i in 0..2000 {
-        img.save(frames.join(format!("f{i}.png"))).unwrap();
-    }
-    let out = dir.join("out");
+fn interrupt_after_three_frames(test: &str, input: &Path, total: usize, extra: &[&str]) -> (PathBuf, usize) {
+    let out = scratch(test).join("out");
     let mut child = Command::new(msf_run_bin())
-        .args(["--onnx".as_ref(), models().plain("tiny-slate-msf").as_os_str(), frames.as_os_str(), "-o".as_ref(), out.as_os_str(), "--quiet".as_ref()])
+        .args(["--onnx".as_ref(), models().plain("tiny-slate-msf").as_os_str(), input.as_os_str(), "-o".as_ref(), out.as_os_str(), "--quiet".as_ref()])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -499,10 +494,44 @@ fn ctrl_c_stops_between_frames_and_keeps_them() {
     let j = read_json(&out.join("decomposition.json"));
     assert_eq!(j["summary"]["status"], "interrupted");
     let n = j["frames"].as_array().unwrap().len();
-    assert!(n < 2000, "stopped early");
+    assert!(n < total, "stopped early");
     assert_eq!(all_files(&out.join("masks")).len(), n, "every written mask is in the JSON");
     assert_eq!(all_files(&out.join("slots")).len(), n);
     assert_no_temp_files(&out);
+    (out, n)
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_between_frames_and_keeps_them() {
+    let frames = scratch("ctrl-c-frames").join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    // Many small frames so the run is still going when the signal comes.
+    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
+    for i in 0..2000 {
+        img.save(frames.join(format!("f{i}.png"))).unwrap();
+    }
+    interrupt_after_three_frames("ctrl-c", &frames, 2000, &[]);
+}
+
+/// Ctrl-C in the middle of a video: the finished frames stay, and so does the overlay video made of
+/// exactly those frames.
+#[cfg(all(unix, feature = "video"))]
+#[test]
+fn ctrl_c_in_the_middle_of_a_video_keeps_the_finished_frames() {
+    use msf_runtime::sink::video::VideoWriter;
+    use msf_runtime::source::{open, SourceOptions};
+    let input = scratch("ctrl-c-video-in").join("long.mp4");
+    let total = 1500;
+    let mut vw = VideoWriter::create(&input, 64, 48, 25.0).unwrap();
+    for t in 0..total as u32 {
+        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([((x + t) * 4) as u8, (y * 5) as u8, 90]));
+        vw.write_rgb(img.as_raw()).unwrap();
+    }
+    vw.finish().unwrap();
+    let (out, n) = interrupt_after_three_frames("ctrl-c-video", &input, total, &["--overlay-video"]);
+    let back = open(&out.join("overlay.mp4"), &SourceOptions::default()).unwrap().count();
+    assert_eq!(back, n, "the overlay video holds exactly the kept frames");
 }
 
 /// A video in, temporal mode, and the overlays out as a video (feature `video`). The input is made

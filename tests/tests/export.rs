@@ -524,3 +524,31 @@ fn verify_mismatch_exits_3_and_removes_output() {
         assert!(d.cases == 1 && d.slots > TOL, "{err}");
     }
 }
+
+/// `--precision int8`: the ViT and projection matmuls dynamically quantised. Against the upstream
+/// goldens of every fixture image, in one batch, run by tract (`--reference`): the masks must agree
+/// on at least 98 % of the pixels (random tiny weights are a hard case for quantisation; the
+/// full-size model's agreement with fp32 is measured by `benches/compare`). The file is smaller and
+/// its metadata says int8.
+#[test]
+fn int8_export_stays_close_to_upstream() {
+    let t = "int8_export_stays_close_to_upstream";
+    let Some(fx) = require_fixtures(t) else { return };
+    let tmp = temp_dir(t);
+    let images = fixture_images(&fx);
+    let m = "tiny-slate-msf";
+    let ckpt = fx.join(format!("{m}.pth"));
+    let fp32 = tmp.path().join("fp32.onnx");
+    export_ok(&ckpt, &fp32, &[]);
+    let out = tmp.path().join("int8.onnx");
+    let npz = tmp.path().join("all.npz");
+    write_golden_npz(&fx, m, &images, &npz);
+    let r = export_ok(&ckpt, &out, &["--precision", "int8", "--reference", s(&npz), "--tolerance", "0.1", "--min-mask-agreement", "0.98"]);
+    let v = json(&r);
+    assert_eq!(v["precision"], "int8");
+    let d = parse_diffs(v["verify"].as_str().expect("verify line"));
+    assert!(d.masks >= 0.98 && d.slots <= 0.1, "int8 too far from upstream: {d}");
+    let (a, b) = (std::fs::metadata(&fp32).unwrap().len(), std::fs::metadata(&out).unwrap().len());
+    assert!(b * 3 < a * 2, "int8 file {b} bytes is not much smaller than fp32 {a}");
+    note(format!("msf-tests: {m} int8 (tract) vs upstream, {} images: {d}; {a} → {b} bytes", images.len()));
+}

@@ -7,7 +7,8 @@
 //!                 "mask": {"resolution": "frame"|"model", "width", "height", "covered"},
 //!                 "files": {"mask", "overlay", "slots", "attn"},
 //!                 "slots": [ {"id", "area", "fraction", "bbox": [x, y, w, h] | null,
-//!                             "rle": {"size": [h, w], "counts": [...]}} ] } ],
+//!                             "rle": {"size": [h, w], "counts": [...]}} ],
+//!                 "done_seconds": seconds from the start of writing to this frame's files written } ],
 //!   "summary": {"status", "frames_written", "files_written", …} }
 //! ```
 //! Areas, boxes and RLEs are in pixels of the written mask (`mask.resolution`); `fraction` is the

@@ -229,6 +229,9 @@ pub struct FrameWriter {
     files: u64,
     /// Folders this writer created (the output folder first), for [`Self::abandon`].
     created: Vec<PathBuf>,
+    /// When the writer was created: each frame record carries `done_seconds` from here, so that
+    /// per-frame latency (decode → infer → write) can be read back from the run log.
+    started: std::time::Instant,
 }
 
 /// Name of the per-run JSON file.
@@ -251,7 +254,7 @@ impl FrameWriter {
             }
         }
         let log = json::RunLog::create(&dir.join(RUN_JSON), run)?;
-        Ok(FrameWriter { dir: dir.to_path_buf(), opts, log, used_names: HashSet::new(), frames: 0, files: 0, created })
+        Ok(FrameWriter { dir: dir.to_path_buf(), opts, log, used_names: HashSet::new(), frames: 0, files: 0, created, started: std::time::Instant::now() })
     }
 
     /// Give up without writing `decomposition.json` (for a run that wrote no frame): the
@@ -324,7 +327,9 @@ impl FrameWriter {
             self.files += 1;
             files.insert("attn".into(), rel.into());
         }
-        self.log.push(&json::frame_record(frame, &name, dec, &map, self.opts.mask_res, files))?;
+        let mut record = json::frame_record(frame, &name, dec, &map, self.opts.mask_res, files);
+        record["done_seconds"] = self.started.elapsed().as_secs_f64().into();
+        self.log.push(&record)?;
         self.frames += 1;
         Ok(())
     }
