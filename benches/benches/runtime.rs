@@ -19,7 +19,7 @@ fn frame(w: u32, h: u32, seed: u32) -> Vec<u8> {
     let mut v = Vec::with_capacity((w * h * 3) as usize);
     for y in 0..h {
         for x in 0..w {
-            let inside = (x / 40 + y / 40 + seed) % 3 == 0;
+            let inside = (x / 40 + y / 40 + seed).is_multiple_of(3);
             v.extend_from_slice(&[(x * 255 / w) as u8, if inside { 220 } else { (y * 255 / h) as u8 }, ((x + y + seed) % 256) as u8]);
         }
     }

@@ -13,7 +13,7 @@ use msf_runtime::source::camera::CameraSource;
 use msf_runtime::source::SourceOptions;
 use msf_runtime::{Decomposer, Tracker};
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, TryRecvError};
+use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,14 +45,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut skipped = 0u64;
     for i in 0..frames {
         let Ok(mut next) = rx.recv() else { break };
-        loop {
-            match rx.try_recv() {
-                Ok(newer) => {
-                    next = newer;
-                    skipped += 1;
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(newer) = rx.try_recv() {
+            next = newer;
+            skipped += 1;
         }
         let (frame, captured) = next;
         let frame = frame?;

@@ -234,14 +234,17 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
-    let what = std::iter::once(program.as_os_str()).chain(args.iter().map(|a| a.as_os_str())).map(quote).collect::<Vec<_>>().join(" ");
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    run_command(cmd)
+}
+
+/// Run a prepared command (extra environment, resource limits…) to completion, capturing its
+/// output; `RUST_LOG` is removed so that the output is what a user sees.
+pub fn run_command(mut cmd: Command) -> Run {
+    let what = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(quote).collect::<Vec<_>>().join(" ");
     let t = Instant::now();
-    let out = Command::new(program)
-        .args(&args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let out = cmd.env_remove("RUST_LOG").output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     Run {
         what,
         status: out.status,

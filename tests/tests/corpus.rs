@@ -35,7 +35,7 @@ fn files_under(dir: &Path) -> Vec<String> {
 /// past it fails with EFBIG like a full disk, instead of killing the process).
 fn run_limited(program: &Path, args: &[String], fsize: Option<u64>) -> Run {
     let mut cmd = Command::new(program);
-    cmd.args(args).env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
+    cmd.args(args).env_remove("RUST_BACKTRACE");
     if let Some(limit) = fsize {
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
@@ -49,16 +49,7 @@ fn run_limited(program: &Path, args: &[String], fsize: Option<u64>) -> Run {
             });
         }
     }
-    let what = format!("{} {}", program.display(), args.join(" "));
-    let t = std::time::Instant::now();
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    Run {
-        what,
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: t.elapsed(),
-    }
+    run_command(cmd)
 }
 
 #[test]

@@ -77,7 +77,7 @@ struct Cli {
     /// Run on the CPU when the requested provider cannot be used, instead of failing.
     #[arg(long)]
     allow_fallback: bool,
-    /// Worker threads for the backend (default: the backend's own default).
+    /// Kernel threads per inference call (default: one per CPU core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
     /// Frames per inference call (images of a folder or list; not with --temporal).
@@ -423,7 +423,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(Outcome, Summary)> {
             Err(e) => {
                 outcome = match outcome {
                     Outcome::Failed(first) => Outcome::Failed(anyhow!("{}; and {e}", one_line(&first))),
-                    _ => Outcome::Failed(e.into()),
+                    _ => Outcome::Failed(e),
                 }
             }
         }

@@ -41,7 +41,7 @@ impl Provider {
 #[derive(Clone, Debug, Default)]
 pub struct SessionOptions {
     pub backend: BackendKind,
-    /// Worker threads for the backend's kernels (`None`: the backend's default).
+    /// Kernel threads per inference call (`None`: one per CPU core for tract, onnxruntime's own default for ort).
     pub threads: Option<usize>,
     pub provider: Provider,
     /// Use the CPU when the requested provider cannot be used, instead of failing.

@@ -95,10 +95,10 @@ impl TractBackend {
                 ModelInfo { kind: None, metadata: None, preprocess: pre, num_slots: 0, slot_dim: 0, grid: 0, mask_size: 0, slots_input: false }
             }
         };
-        let executor = match opts.threads {
-            Some(n) if n > 1 => Executor::multithread(n),
-            _ => Executor::SingleThread,
-        };
+        // Default: one matmul thread per core (tract itself defaults to one thread, which left half
+        // of a 2-core machine idle: 8.2 → 11.8 frames/s on the full-size model).
+        let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
         let mut backend = TractBackend {
             path: path.to_path_buf(),
             info,

@@ -202,7 +202,7 @@ mod tests {
         for (i, l) in labels.iter_mut().enumerate() {
             state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
             // Blocky regions plus noise and some void, so runs of all lengths occur.
-            *l = if (i % w) < 3 { VOID } else if (state >> 16) % 7 == 0 { ((state >> 8) % 5) as u8 } else { ((i % w) / 9 + (i / w) / 8) as u8 % 5 };
+            *l = if (i % w) < 3 { VOID } else if (state >> 16).is_multiple_of(7) { ((state >> 8) % 5) as u8 } else { ((i % w) / 9 + (i / w) / 8) as u8 % 5 };
         }
         let map = LabelMap { width: w as u32, height: h as u32, labels };
         let all = rle_counts(&map, 6);

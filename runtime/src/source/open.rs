@@ -31,7 +31,7 @@ impl Default for SourceOptions {
 impl SourceOptions {
     /// Whether the frame at position `index` of a source is kept by `start` and `every`.
     pub fn keeps(&self, index: u64) -> bool {
-        index >= self.start && (index - self.start) % self.every.max(1) == 0
+        index >= self.start && (index - self.start).is_multiple_of(self.every.max(1))
     }
 }
 
