@@ -200,6 +200,13 @@ impl DecomposerBuilder {
         self.opts.provider = p;
         self
     }
+    /// How many threads will call the decomposer at the same time (e.g. one per camera, or
+    /// `msf-run --jobs`). With onnxruntime this many sessions are kept so the calls run in
+    /// parallel; tract needs nothing extra. Pair it with `threads(cores / n)`.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.opts.concurrency = n;
+        self
+    }
     /// Run on the CPU when the requested provider cannot be used (reported by [`Decomposer::provider`]).
     pub fn allow_fallback(mut self, yes: bool) -> Self {
         self.opts.allow_fallback = yes;

@@ -200,28 +200,32 @@ fn torch_onnx_without_metadata_needs_preprocess_upstream() {
 }
 
 #[test]
-fn folder_in_batches_gives_the_same_masks_as_one_by_one() {
+fn folder_in_batches_or_parallel_jobs_gives_the_same_masks_as_one_by_one() {
     let folder = fixtures().join("images");
     let one = scratch("batch-1");
     let four = scratch("batch-4");
+    let jobs = scratch("jobs-3");
     let model = models().plain("tiny-slate-msf");
-    for (out, batch) in [(&one, "1"), (&four, "4")] {
-        let o = msf_run(&[&"--onnx", &model, &folder, &"-o", out, &"--batch", &batch, &"--quiet", &"--no-overlay"]);
+    for (out, flags) in [(&one, ["--batch", "1", "--jobs", "1"]), (&four, ["--batch", "4", "--jobs", "1"]), (&jobs, ["--batch", "1", "--jobs", "3"])] {
+        let o = msf_run(&[&"--onnx", &model, &folder, &"-o", out, &flags[0], &flags[1], &flags[2], &flags[3], &"--quiet", &"--no-overlay"]);
         assert!(o.status.success(), "{}", text(&o));
     }
-    for img in IMAGES {
-        let name = format!("{}.png", stem(img));
-        let (a, b) = (read_mask(&one.join("masks").join(&name)), read_mask(&four.join("masks").join(&name)));
-        assert_eq!(a, b, "{name}: --batch 4 differs from one by one");
-        let s1 = ArrayD::<f32>::read_npy(std::fs::File::open(one.join("slots").join(format!("{}.npy", stem(img)))).unwrap()).unwrap();
-        let s4 = ArrayD::<f32>::read_npy(std::fs::File::open(four.join("slots").join(format!("{}.npy", stem(img)))).unwrap()).unwrap();
-        let max = s1.iter().zip(s4.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-        assert!(max < 1e-4, "{img}: slots differ by {max}");
+    for other in [&four, &jobs] {
+        for img in IMAGES {
+            let name = format!("{}.png", stem(img));
+            let (a, b) = (read_mask(&one.join("masks").join(&name)), read_mask(&other.join("masks").join(&name)));
+            assert_eq!(a, b, "{name}: {} differs from one by one", other.display());
+            let s1 = ArrayD::<f32>::read_npy(std::fs::File::open(one.join("slots").join(format!("{}.npy", stem(img)))).unwrap()).unwrap();
+            let s4 = ArrayD::<f32>::read_npy(std::fs::File::open(other.join("slots").join(format!("{}.npy", stem(img)))).unwrap()).unwrap();
+            let max = s1.iter().zip(s4.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(max < 1e-4, "{img}: slots differ by {max}");
+        }
     }
-    // Frames in natural order, the same in both runs.
+    // Frames in natural order, the same in every run.
     let names = |d: &Path| -> Vec<String> { read_json(&d.join("decomposition.json"))["frames"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).collect() };
     assert_eq!(names(&one), IMAGES.iter().map(|i| stem(i).to_string()).collect::<Vec<_>>());
     assert_eq!(names(&one), names(&four));
+    assert_eq!(names(&one), names(&jobs));
 }
 
 /// Checks every slot's RLE in `decomposition.json` against the PNG written for the same frame.
@@ -439,6 +443,9 @@ fn missing_input_and_bad_arguments() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = msf_run(&[&"--onnx", &model, &image("camera.png"), &"-o", &dir, &"--batch", &"0"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = msf_run(&[&"--onnx", &model, &image("camera.png"), &"-o", &dir, &"--temporal", &"--jobs", &"2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(stderr(&o).contains("drop --jobs"), "{}", text(&o));
     let o = msf_run(&[&"--onnx", &model, &image("camera.png"), &"-o", &dir, &"--provider", &"cuda"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }

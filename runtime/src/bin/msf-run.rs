@@ -80,6 +80,12 @@ struct Cli {
     /// Kernel threads per inference call (default: one per CPU core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
+    /// Frames decomposed at the same time, each call on its own thread (default: one per CPU core
+    /// for files and videos, which gives the most frames/s; 1 with --temporal, a camera or a GPU
+    /// provider, where each frame's latency matters). Without --threads each job gets
+    /// cores/jobs kernel threads.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    jobs: Option<u32>,
     /// Frames per inference call (images of a folder or list; not with --temporal).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,
@@ -165,6 +171,9 @@ fn check_usage(cli: &Cli) -> std::result::Result<(), String> {
     if cli.temporal && cli.batch > 1 {
         return Err("--temporal feeds each frame's slots into the next, one frame at a time: drop --batch".into());
     }
+    if cli.temporal && cli.jobs.is_some_and(|j| j > 1) {
+        return Err("--temporal feeds each frame's slots into the next, one frame at a time: drop --jobs".into());
+    }
     if matches!(cli.backend, BackendArg::Tract) && cli.provider != ProviderArg::Cpu && !cli.allow_fallback {
         return Err(format!(
             "--provider {} needs --backend ort (tract runs on the CPU); add --allow-fallback to run on the CPU anyway",
@@ -208,6 +217,23 @@ enum Outcome {
     Failed(anyhow::Error),
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--jobs`, or its default: every core for files and videos on the CPU, else one.
+fn jobs(cli: &Cli) -> usize {
+    if let Some(j) = cli.jobs {
+        return j as usize;
+    }
+    let camera = cli.inputs.iter().any(|p| p.starts_with("/dev"));
+    if cli.temporal || camera || cli.provider != ProviderArg::Cpu {
+        1
+    } else {
+        cores()
+    }
+}
+
 fn load_model(cli: &Cli) -> Result<Decomposer> {
     let mut b = Decomposer::builder()
         .backend(match cli.backend {
@@ -216,8 +242,14 @@ fn load_model(cli: &Cli) -> Result<Decomposer> {
         })
         .provider(provider(cli.provider))
         .allow_fallback(cli.allow_fallback);
-    if let Some(n) = cli.threads {
-        b = b.threads(n as usize);
+    let jobs = jobs(cli);
+    match cli.threads {
+        Some(n) => b = b.threads(n as usize),
+        None if jobs > 1 => b = b.threads((cores() / jobs).max(1)),
+        None => {}
+    }
+    if jobs > 1 {
+        b = b.concurrency(jobs);
     }
     if cli.preprocess_upstream {
         // The upstream graph takes the 256×256 normalised image and resizes to 224 itself.
@@ -360,6 +392,10 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(Outcome, Summary)> {
     let mut opts = SourceOptions { every: cli.every, start: cli.start, max_frames: cli.max_frames, ..Default::default() };
     opts.decode_limits.max_pixels = cli.max_image_pixels;
     let mut frames = source::open_all(&cli.inputs, &opts)?;
+    if jobs(cli) > 1 {
+        // Decode the next frames while the current ones are decomposed.
+        frames = Box::new(source::Prefetch::new(frames, 2 * jobs(cli) * cli.batch as usize));
+    }
 
     let mask_res = match cli.mask_res {
         MaskResArg::Frame => MaskRes::Frame,
@@ -385,7 +421,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(Outcome, Summary)> {
         },
         "inputs": cli.inputs,
         "options": {
-            "mask_res": mask_res.as_str(), "batch": cli.batch, "every": cli.every, "start": cli.start,
+            "mask_res": mask_res.as_str(), "batch": cli.batch, "jobs": jobs(cli), "every": cli.every, "start": cli.start,
             "max_frames": cli.max_frames, "temporal": cli.temporal,
         },
     });
@@ -494,13 +530,15 @@ fn decompose_all(
     stop: &AtomicBool,
 ) -> Outcome {
     let batch = cli.batch as usize;
-    let mut pending: Vec<Frame> = Vec::with_capacity(batch);
+    // Without --temporal, `jobs` calls of `batch` frames run side by side.
+    let group = batch * if temporal.is_some() { 1 } else { jobs(cli) };
+    let mut pending: Vec<Frame> = Vec::with_capacity(group);
     loop {
         if stop.load(Ordering::SeqCst) {
             return Outcome::Interrupted;
         }
         let mut source_error = None;
-        while pending.len() < batch && !stop.load(Ordering::SeqCst) {
+        while pending.len() < group && !stop.load(Ordering::SeqCst) {
             match frames.next() {
                 Some(Ok(f)) => pending.push(f),
                 Some(Err(e)) => {
@@ -515,12 +553,12 @@ fn decompose_all(
         }
         // Frames read before a bad one are still decomposed and written.
         let mut step = || -> Result<()> {
-            let decs = if let Some(t) = temporal.as_mut() {
-                pending.iter().map(|f| t.step(f)).collect::<Result<Vec<_>>>()?
+            let (decs, failed) = if let Some(t) = temporal.as_mut() {
+                (pending.iter().map(|f| t.step(f)).collect::<Result<Vec<_>>>()?, None)
             } else {
-                let views = pending.iter().map(Frame::view).collect::<msf_runtime::Result<Vec<_>>>()?;
-                dec.decompose_batch(&views)?
+                decompose_groups(dec, &pending, batch)
             };
+            // In order; when a call failed, the frames before it are still written.
             for (f, d) in pending.iter().zip(&decs) {
                 writer.write(f, d)?;
                 if let Some(v) = video.as_deref_mut() {
@@ -528,7 +566,7 @@ fn decompose_all(
                 }
                 bar.inc(1);
             }
-            Ok(())
+            failed.map_or(Ok(()), Err)
         };
         if let Err(e) = step() {
             return Outcome::Failed(e);
@@ -538,6 +576,31 @@ fn decompose_all(
             return Outcome::Failed(e.into());
         }
     }
+}
+
+/// Decompose `frames` in calls of `batch` frames, the calls on parallel threads. Returns the
+/// results in order up to the first failed call, and that call's error.
+fn decompose_groups(dec: &Decomposer, frames: &[Frame], batch: usize) -> (Vec<msf_runtime::Decomposition>, Option<anyhow::Error>) {
+    let call = |chunk: &[Frame]| -> Result<Vec<msf_runtime::Decomposition>> {
+        let views = chunk.iter().map(Frame::view).collect::<msf_runtime::Result<Vec<_>>>()?;
+        Ok(dec.decompose_batch(&views)?)
+    };
+    let results: Vec<Result<Vec<_>>> = if frames.len() <= batch {
+        vec![call(frames)]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = frames.chunks(batch).map(|c| s.spawn(move || call(c))).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a decomposition thread panicked")))).collect()
+        })
+    };
+    let mut out = Vec::with_capacity(frames.len());
+    for r in results {
+        match r {
+            Ok(d) => out.extend(d),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
 }
 
 /// What the run did, for the last line and `--json`.

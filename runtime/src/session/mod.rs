@@ -48,6 +48,9 @@ pub struct SessionOptions {
     pub allow_fallback: bool,
     /// Preprocessing for graphs without MSF metadata (foreign graphs are refused otherwise).
     pub preprocess_override: Option<msf_models::Preprocess>,
+    /// Calls expected at the same time (0 and 1: one). tract serves any number from one plan;
+    /// onnxruntime runs one call per session at a time, so it keeps this many sessions.
+    pub concurrency: usize,
 }
 
 /// Raw outputs of one batch, row-major: slots (B,K,D), attn (B,K,G,G), masks (B,M,M).

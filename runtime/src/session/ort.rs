@@ -42,7 +42,9 @@ pub struct OrtBackend {
     info: ModelInfo,
     /// `Session::run` takes `&mut self` (onnxruntime's EP allocators are not thread safe), so calls
     /// on one loaded model are serialised; onnxruntime parallelises inside each call.
-    session: Mutex<Session>,
+    /// One session per concurrent call (`SessionOptions::concurrency`): `Session::run` needs
+    /// `&mut`, so a single session would serialise the callers.
+    sessions: Vec<Mutex<Session>>,
     provider: Provider,
     slots_default: Option<Vec<f32>>,
 }
@@ -289,7 +291,15 @@ impl OrtBackend {
                 )));
             }
         }
-        Ok(OrtBackend { info, session: Mutex::new(session), provider, slots_default })
+        let mut sessions = vec![Mutex::new(session)];
+        for _ in 1..opts.concurrency.max(1) {
+            let loaded = environment()?;
+            let more = commit(&loaded.env, path, opts.threads, provider).map_err(|f| match f {
+                Failure::Register(r) | Failure::Commit(r) => Error::ModelLoad { path: path.to_path_buf(), reason: r },
+            })?;
+            sessions.push(Mutex::new(more));
+        }
+        Ok(OrtBackend { info, sessions, provider, slots_default })
     }
 }
 
@@ -422,7 +432,12 @@ impl Backend for OrtBackend {
             }
             inputs.push((INPUT_SLOTS.into(), TensorRef::from_array_view(([batch, k, d], init)).map_err(run_err)?.into()));
         }
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        // A free session if there is one, else wait for the first.
+        let mut session = self
+            .sessions
+            .iter()
+            .find_map(|m| m.try_lock().ok())
+            .unwrap_or_else(|| self.sessions[0].lock().unwrap_or_else(|p| p.into_inner()));
         let out = session.run(inputs).map_err(run_err)?;
         let get = |name: &str| out.get(name).ok_or_else(|| run_err(format!("no output `{name}`")));
         Ok(RawOutputs {

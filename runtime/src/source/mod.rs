@@ -5,6 +5,7 @@ pub mod files;
 pub mod frame;
 pub mod image;
 pub mod open;
+pub mod prefetch;
 #[cfg(feature = "video")]
 pub mod video;
 #[cfg(feature = "camera")]
@@ -12,3 +13,4 @@ pub mod camera;
 
 pub use frame::{Frame, FrameSource};
 pub use open::{open, open_all, SourceOptions};
+pub use prefetch::Prefetch;
