@@ -439,7 +439,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(Outcome, Summary)> {
         dec.provider(),
         info.num_slots,
         info.slot_dim,
-        if cli.temporal { "temporal" } else { "frames independent" }
+        if cli.temporal { "temporal".to_string() } else { format!("frames independent, {} job(s)", jobs(cli)) }
     ));
     say.line(&format!("msf-run: input {}", frames.describe()));
 
