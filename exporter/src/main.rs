@@ -169,6 +169,17 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 }
                 Some(path) => {
                     let r = verify::load_reference(path)?;
+                    let s = meta.preprocess.graph_input_size();
+                    if r.input.len() != r.batch * 3 * s * s {
+                        let side = ((r.input.len() / (3 * r.batch.max(1))) as f64).sqrt().round() as usize;
+                        bail!(
+                            "{}: the reference input is {}x3x{side}x{side}, but this model takes {}x3x{s}x{s}{}",
+                            path.display(),
+                            r.batch,
+                            r.batch,
+                            if cli.no_resize { " (with --no-resize the graph starts after the bicubic resize: give it the resized input)" } else { "" }
+                        );
+                    }
                     let out = verify::run_tract(&report.output, meta, &r.input, r.batch)?;
                     let d = verify::compare(&out, &r)?;
                     let line = format!(

@@ -115,12 +115,14 @@ pub fn infer_config(info: &BTreeMap<String, TensorInfo>, kind: ModelKind, iters:
     if let Some(gap) = (0..depth).find(|i| !blocks.contains(i)) {
         return Err(SpecError::MissingKeys(vec![keys::vit_block(gap, "norm1.weight")]));
     }
-    let mlp_dim = dim(info, &keys::vit_block(0, "mlp.fc1.weight"), 2, 0)?;
-    let hidden_dim = dim(info, keys::PROJECT_FC1_WEIGHT, 2, 0)?;
-    let out_dim = dim(info, keys::PROJECT_FC2_WEIGHT, 2, 0)?;
+    // Layer widths come from the biases: a bias cannot be transposed, so a transposed or
+    // mis-shaped weight is then reported against the width the rest of the layer agrees on.
+    let mlp_dim = dim(info, &keys::vit_block(0, "mlp.fc1.bias"), 1, 0)?;
+    let hidden_dim = dim(info, keys::PROJECT_FC1_BIAS, 1, 0)?;
+    let out_dim = dim(info, keys::PROJECT_FC2_BIAS, 1, 0)?;
     let num_slots = dim(info, keys::SLOTS_MEAN, 3, 1)?;
     let slot_dim = dim(info, keys::SLOTS_MEAN, 3, 2)?;
-    let ffn_dim = dim(info, keys::SA_FFN1_WEIGHT, 2, 0)?;
+    let ffn_dim = dim(info, keys::SA_FFN1_BIAS, 1, 0)?;
     if out_dim != slot_dim {
         return Err(SpecError::Inconsistent(format!(
             "projection output {out_dim} differs from slot dim {slot_dim} (kv_dim ≠ embed_dim is not an MSF configuration)"

@@ -214,6 +214,13 @@ def models(fx: str, exported: str, out: str) -> None:
     write(out, "model-renamed-output.onnx", mm.SerializeToString())
     # A checkpoint given where a model belongs.
     shutil.copyfile(os.path.join(fx, "tiny-slate-msf.pth"), os.path.join(out, "model-is-checkpoint.onnx"))
+    # A reference for `msf-export --reference` whose input is the 256 image, for a --no-resize model
+    # (which takes the 224 one).
+    ref = os.path.join(fx, "ref")
+    np.savez(os.path.join(out, "ref-256.npz"), input=np.load(os.path.join(ref, "camera.input.npy")),
+             slots=np.load(os.path.join(ref, "camera.tiny-slate-msf.slots.npy")),
+             attn=np.load(os.path.join(ref, "camera.tiny-slate-msf.attn.npy")),
+             masks=np.load(os.path.join(ref, "camera.tiny-slate-msf.segment.npy"))[None].astype(np.int64))
 
 
 # ------------------------------------------------------------------------------------------------------

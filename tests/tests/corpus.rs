@@ -100,7 +100,7 @@ fn every_corpus_case_fails_cleanly_or_works() {
                     target = out.join("file").join("result");
                 }
                 s if s.starts_with("@fsize=") => fsize = Some(s["@fsize=".len()..].parse::<u64>().unwrap()),
-                s => args.push(s.to_string()),
+                s => args.push(s.replace("{corpus}", &corpus_dir.to_string_lossy())),
             }
         }
         let before = files_under(&out);
