@@ -183,7 +183,7 @@ def mask_agreement(a_dir: str, b_dir: str, names: list[str]) -> float:
         a = np.asarray(Image.open(os.path.join(a_dir, n)))
         b = np.asarray(Image.open(os.path.join(b_dir, n)))
         if a.shape != b.shape:
-            # msf-run writes frame-size masks; compare inside the centre crop at 256.
+            # Every contender writes the 256×256 centre-crop mask (msf-run with --mask-res model).
             raise ValueError(f"{n}: mask shapes differ {a.shape} vs {b.shape}")
         same += int((a == b).sum())
         total += a.size

@@ -10,37 +10,18 @@ use msf_exporter::graph::GraphOptions;
 use msf_runtime::session::ort::find_library;
 use msf_runtime::session::SessionOptions;
 use msf_runtime::{BackendKind, Decomposer, Decomposition, Error, ImageView, Provider};
+use msf_tests::{require_fixtures, skip_or_fail};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 const MODELS: [&str; 2] = ["tiny-slate-msf", "tiny-slotdiffusion-msf"];
 const IMAGES: [&str; 5] = ["motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png", "camera.png", "logo.png"];
 
-fn in_ci() -> bool {
-    std::env::var("CI").map(|v| !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false"))).unwrap_or(false)
-}
-
-fn skip(test: &str, why: &str) {
-    assert!(!in_ci(), "{test}: {why} (CI is set, so this fails instead of being skipped)");
-    eprintln!("msf-runtime: SKIPPED {test}: {why}");
-}
-
-fn fixtures() -> PathBuf {
-    match std::env::var_os("MSF_FIXTURES") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"),
-    }
-}
-
 /// The fixtures folder and the onnxruntime library, or None after a skip note.
 fn prerequisites(test: &str) -> Option<PathBuf> {
-    let fx = fixtures();
-    if !fx.join("tiny-slate-msf.pth").is_file() {
-        skip(test, &format!("no fixtures at {} (set MSF_FIXTURES)", fx.display()));
-        return None;
-    }
+    let fx = require_fixtures(test)?;
     if let Err(e) = find_library() {
-        skip(test, &e.to_string());
+        skip_or_fail(test, &e.to_string());
         return None;
     }
     Some(fx)

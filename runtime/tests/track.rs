@@ -5,39 +5,16 @@
 #[path = "../examples/identity_switches.rs"]
 mod identity_switches;
 
-use msf_exporter::export::{export, ExportOptions};
-use msf_exporter::graph::GraphOptions;
 use msf_runtime::track::{synthetic, TrackerOptions};
 use msf_runtime::{Decomposer, Error, ImageView, PixelFormat, Tracker};
-use std::path::{Path, PathBuf};
+use msf_tests::{require_fixtures, FixtureModel};
 use std::sync::Arc;
 
-fn fixtures() -> PathBuf {
-    match std::env::var_os("MSF_FIXTURES") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"),
-    }
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").map(|v| !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false"))).unwrap_or(false)
-}
-
-/// The tiny SLATE-MSF fixture exported to a temp folder (`slots_in` picks the variant).
-fn model(test: &str, slots_in: bool) -> Option<PathBuf> {
-    let fx = fixtures();
-    let ckpt = fx.join("tiny-slate-msf.pth");
-    if !ckpt.is_file() {
-        assert!(!in_ci(), "{test}: no fixtures at {} (CI is set)", fx.display());
-        eprintln!("msf-runtime: SKIPPED {test}: no fixtures at {} (set MSF_FIXTURES)", fx.display());
-        return None;
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("track").join(test);
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(if slots_in { "tiny.slots.onnx" } else { "tiny.onnx" });
-    let opts = ExportOptions { graph: GraphOptions { slots_in, ..Default::default() }, ..Default::default() };
-    export(&ckpt, &out, &opts).unwrap_or_else(|e| panic!("export: {e}"));
-    Some(out)
+/// The tiny SLATE-MSF fixture exported to a temp folder (`slots_in` picks the variant), or None
+/// after a skip note (a failure under CI).
+fn model(test: &str, slots_in: bool) -> Option<FixtureModel> {
+    require_fixtures(test)?;
+    Some(FixtureModel::slate(slots_in))
 }
 
 #[test]

@@ -70,7 +70,7 @@ fn cpp_example_builds_with_cmake_and_matches_the_rust_api() {
         eprintln!("SKIPPED cpp_example: no cmake (scripts/deps installs it)");
         return;
     }
-    let model = tiny_model(&fixtures, false);
+    let model = tiny_model(false);
     let prefix = prefix();
     let work = tempfile::tempdir().expect("temp dir");
     let build = work.path().join("build");
@@ -149,8 +149,10 @@ fn compare_with_cli(model: &Path, img: &image::RgbImage, name: &str, want: &[u8]
 
 #[test]
 fn abuse_program_gets_errors_never_crashes() {
-    let Some(fixtures) = require_fixtures("abuse") else { return };
-    let model = tiny_model(&fixtures, false);
+    if require_fixtures("abuse").is_none() {
+        return;
+    }
+    let model = tiny_model(false);
     let prefix = prefix();
     let work = tempfile::tempdir().expect("temp dir");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/abuse.c");

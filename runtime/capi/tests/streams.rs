@@ -126,7 +126,7 @@ fn run_stream_c(dec: Shared, frames: &[Frame]) -> Vec<Out> {
 #[test]
 fn four_streams_on_one_model_equal_serial_runs() {
     let Some(fixtures) = require_fixtures("four_streams") else { return };
-    let model = tiny_model(&fixtures, true);
+    let model = tiny_model(true);
     let streams = streams(&fixtures);
     let dec = Arc::new(Decomposer::builder().build(&model).unwrap());
     assert!(dec.info().slots_input, "the tracker carries slots (temporal mode)");
@@ -165,7 +165,7 @@ fn four_streams_on_one_model_equal_serial_runs() {
 fn concurrent_plain_decompose_through_the_c_abi() {
     use capi::*;
     let Some(fixtures) = require_fixtures("concurrent_decompose") else { return };
-    let model = tiny_model(&fixtures, false);
+    let model = tiny_model(false);
     let streams = streams(&fixtures);
     let dec = Decomposer::builder().build(&model).unwrap();
     let want: Vec<Vec<Out>> =

@@ -292,12 +292,14 @@ impl OrtBackend {
             }
         }
         let mut sessions = vec![Mutex::new(session)];
-        for _ in 1..opts.concurrency.max(1) {
-            let loaded = environment()?;
-            let more = commit(&loaded.env, path, opts.threads, provider).map_err(|f| match f {
-                Failure::Register(r) | Failure::Commit(r) => Error::ModelLoad { path: path.to_path_buf(), reason: r },
-            })?;
-            sessions.push(Mutex::new(more));
+        if opts.concurrency > 1 {
+            let env = &environment()?.env;
+            for _ in 1..opts.concurrency {
+                let more = commit(env, path, opts.threads, provider).map_err(|f| match f {
+                    Failure::Register(r) | Failure::Commit(r) => Error::ModelLoad { path: path.to_path_buf(), reason: r },
+                })?;
+                sessions.push(Mutex::new(more));
+            }
         }
         Ok(OrtBackend { info, sessions, provider, slots_default })
     }

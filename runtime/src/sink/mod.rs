@@ -352,7 +352,7 @@ impl FrameWriter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
@@ -361,7 +361,8 @@ mod tests {
         d
     }
 
-    fn leftovers(dir: &Path) -> Vec<String> {
+    /// Temporary files left in `dir` (also used by the video sink's tests).
+    pub(crate) fn leftovers(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -342,6 +342,7 @@ impl Drop for RemoveOnDrop {
 mod tests {
     use super::*;
     use crate::source::video::test_util::scratch;
+    use crate::sink::tests::leftovers;
     use crate::source::video::VideoSource;
     use crate::source::{FrameSource, SourceOptions};
 
@@ -359,14 +360,6 @@ mod tests {
             }
         }
         v
-    }
-
-    fn leftovers(dir: &Path) -> Vec<String> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(TEMP_SUFFIX))
-            .collect()
     }
 
     #[test]
