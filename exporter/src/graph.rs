@@ -365,13 +365,16 @@ pub fn build_graph(spec: &ModelSpec, pre: &Preprocess, opts: &GraphOptions) -> R
         );
     }
 
-    // Patch embedding: conv p×p stride p → (B, E, G, G) → tokens (B, G², E).
+    // Patch embedding (a p×p stride-p conv) as patchify + one matmul: (B, 3, G·p, G·p) →
+    // (B, G², 3·p·p) @ Wᵀ → tokens (B, G², E). Written this way the residual stream stays
+    // token-major: from a conv, tract keeps the whole ViT channel-major, where every LayerNorm
+    // reduces over a strided axis and its mean subtraction falls back to a generic broadcast.
     let p = c.vit.patch_size;
-    let pw = g.f32(keys::VIT_PATCH_WEIGHT, &[c.vit.embed_dim, 3, p, p], w(spec, keys::VIT_PATCH_WEIGHT).to_vec());
-    let pb = g.f32(keys::VIT_PATCH_BIAS, &[c.vit.embed_dim], w(spec, keys::VIT_PATCH_BIAS).to_vec());
-    let conv = g.op("Conv", &[&x, &pw, &pb], vec![attr_ints("kernel_shape", &[p as i64, p as i64]), attr_ints("strides", &[p as i64, p as i64])], None);
-    let flat = g.reshape(&conv, &[0, e, -1]);
-    let tokens = g.transpose(&flat, &[0, 2, 1]);
+    let (pi, gi) = (p as i64, grid);
+    let patches = g.reshape(&x, &[0, 3, gi, pi, gi, pi]);
+    let patches = g.transpose(&patches, &[0, 2, 4, 1, 3, 5]);
+    let patches = g.reshape(&patches, &[0, gi * gi, 3 * pi * pi]);
+    let tokens = g.linear(&patches, keys::VIT_PATCH_WEIGHT.trim_end_matches(".weight"), w(spec, keys::VIT_PATCH_WEIGHT), Some(w(spec, keys::VIT_PATCH_BIAS)), (c.vit.embed_dim, 3 * p * p), None);
     // Prepend the class token (broadcast to the batch) and add the positional embedding.
     let cls = g.f32(keys::VIT_CLS_TOKEN, &[1, 1, c.vit.embed_dim], w(spec, keys::VIT_CLS_TOKEN).to_vec());
     let cls_shape = g.batch_shape(&tokens, &[1, e]);

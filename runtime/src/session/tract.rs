@@ -24,6 +24,8 @@ pub struct TractBackend {
     plans: Mutex<HashMap<usize, Plan>>,
     slots_default: Option<Vec<f32>>,
     executor: Executor,
+    /// The masks output is the graph's per-slot mask logits; the argmax over slots runs here.
+    native_argmax: bool,
 }
 
 fn load_err(path: &Path) -> impl Fn(TractError) -> Error + '_ {
@@ -67,6 +69,7 @@ impl TractBackend {
             })
         };
         let outputs = [find(OUTPUT_SLOTS)?, find(OUTPUT_ATTN)?, find(OUTPUT_MASKS)?];
+        let native_argmax = detach_mask_argmax(graph, outputs[2]);
         let in_names: Vec<String> = graph.input.iter().map(|i| i.name.clone()).collect();
         if in_names.first().map(String::as_str) != Some(INPUT_IMAGE) {
             return Err(Error::NotMsfGraph { path: path.to_path_buf(), reason: format!("first input is not `{INPUT_IMAGE}` (inputs: {})", in_names.join(", ")) });
@@ -107,6 +110,7 @@ impl TractBackend {
             plans: Mutex::new(HashMap::new()),
             slots_default,
             executor,
+            native_argmax,
         };
         // Optimise for batch 1 now: loading is where users expect to wait.
         if backend.info.metadata.is_none() {
@@ -128,11 +132,13 @@ impl TractBackend {
         let bad = |what: &str| Error::NotMsfGraph { path: path.clone(), reason: format!("cannot read the {what} shape from the graph") };
         let slots = shape(self.outputs[0]).filter(|s| s.len() == 3).ok_or_else(|| bad("slots"))?;
         let attn = shape(self.outputs[1]).filter(|s| s.len() == 4).ok_or_else(|| bad("attn"))?;
-        let masks = shape(self.outputs[2]).filter(|s| s.len() == 3).ok_or_else(|| bad("masks"))?;
+        // Detached argmax: the output is the (B, K, H, W) logits, not the (B, H, W) masks.
+        let mask_rank = if self.native_argmax { 4 } else { 3 };
+        let masks = shape(self.outputs[2]).filter(|s| s.len() == mask_rank).ok_or_else(|| bad("masks"))?;
         self.info.num_slots = slots[1];
         self.info.slot_dim = slots[2];
         self.info.grid = attn[2];
-        self.info.mask_size = masks[1];
+        self.info.mask_size = masks[mask_rank - 2];
         Ok(())
     }
 
@@ -155,6 +161,53 @@ impl TractBackend {
         self.plans.lock().expect("plan cache lock").insert(batch, plan.clone());
         Ok(plan)
     }
+}
+
+/// tract's ArgMax slices its input once per output pixel: ~9 ms a frame for 7×256×256 mask
+/// logits, a tenth of the whole decomposition, where a flat loop takes ~0.1 ms. When the graph
+/// ends in the plain `ArgMax(axis=1, keepdims=0)` that msf-export writes, this makes its input
+/// (the upsampled attention, (B, K, H, W)) the graph's output in place of `masks`, and
+/// [`argmax_slots`] finishes the job. Any other graph is left as it is.
+fn detach_mask_argmax(graph: &mut tract_onnx::pb::GraphProto, masks_output: usize) -> bool {
+    let attr = |n: &tract_onnx::pb::NodeProto, name: &str| n.attribute.iter().find(|a| a.name == name).map(|a| a.i);
+    let Some(pos) = graph.node.iter().position(|n| n.output.iter().any(|o| o == OUTPUT_MASKS)) else { return false };
+    let node = &graph.node[pos];
+    let plain = node.op_type == "ArgMax"
+        && node.domain.is_empty()
+        && node.input.len() == 1
+        && node.output.len() == 1
+        && attr(node, "axis") == Some(1)
+        && attr(node, "keepdims") == Some(0)
+        && attr(node, "select_last_index").unwrap_or(0) == 0;
+    let used_elsewhere = graph.node.iter().any(|n| n.input.iter().any(|i| i == OUTPUT_MASKS));
+    if !plain || used_elsewhere {
+        return false;
+    }
+    let logits = graph.node.remove(pos).input.remove(0);
+    graph.output[masks_output] = tract_onnx::pb::ValueInfoProto { name: logits, ..Default::default() };
+    true
+}
+
+/// ONNX `ArgMax` over axis 1 of (B, K, P) logits, with the same tie and NaN rules as the graph
+/// op (the first maximum wins; NaN never wins), as (B, P) slot indices.
+fn argmax_slots(logits: &[f32], batch: usize, k: usize) -> Vec<i64> {
+    let plane = logits.len() / (batch * k).max(1);
+    let mut idx = vec![0i64; batch * plane];
+    let mut best = vec![f32::MIN; plane];
+    for b in 0..batch {
+        best.fill(f32::MIN);
+        let out = &mut idx[b * plane..(b + 1) * plane];
+        for slot in 0..k {
+            let src = &logits[(b * k + slot) * plane..(b * k + slot + 1) * plane];
+            for ((o, m), &v) in out.iter_mut().zip(best.iter_mut()).zip(src) {
+                if v > *m {
+                    *m = v;
+                    *o = slot as i64;
+                }
+            }
+        }
+    }
+    idx
 }
 
 fn to_vec<T: Datum + Copy>(t: &TValue) -> TractResult<Vec<T>> {
@@ -195,12 +248,85 @@ impl Backend for TractBackend {
         }
         let out = multithread_tract_scope(self.executor.clone(), || plan.run(inputs)).map_err(run_err)?;
         let [si, ai, mi] = self.outputs;
-        let masks = out[mi].cast_to::<i64>().map_err(run_err)?;
-        Ok(RawOutputs {
-            batch,
-            slots: to_vec::<f32>(&out[si]).map_err(run_err)?,
-            attn: to_vec::<f32>(&out[ai]).map_err(run_err)?,
-            masks: masks.to_plain_array_view::<i64>().map_err(run_err)?.iter().copied().collect(),
-        })
+        let masks = if self.native_argmax {
+            let logits = out[mi].to_plain_array_view::<f32>().map_err(run_err)?;
+            let logits = logits.as_slice().ok_or_else(|| Error::Inference { backend: "tract", reason: "mask logits are not contiguous".into() })?;
+            argmax_slots(logits, batch, k)
+        } else {
+            let masks = out[mi].cast_to::<i64>().map_err(run_err)?;
+            masks.to_plain_array_view::<i64>().map_err(run_err)?.iter().copied().collect()
+        };
+        Ok(RawOutputs { batch, slots: to_vec::<f32>(&out[si]).map_err(run_err)?, attn: to_vec::<f32>(&out[ai]).map_err(run_err)?, masks })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msf_models::onnx::{attribute_proto::AttributeType, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TypeProto, ValueInfoProto};
+    use prost::Message;
+
+    /// A graph of one `ArgMax` from input `logits` to output `masks`, with the given attributes.
+    fn argmax_graph(attrs: &[(&str, i64)]) -> Vec<u8> {
+        let tensor = |name: &str, elem: i32| ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(elem), shape: None })), ..Default::default() }),
+            ..Default::default()
+        };
+        let attribute = attrs
+            .iter()
+            .map(|(n, v)| AttributeProto { name: Some(n.to_string()), i: Some(*v), r#type: Some(AttributeType::Int as i32), ..Default::default() })
+            .collect();
+        ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+            graph: Some(GraphProto {
+                node: vec![NodeProto { op_type: Some("ArgMax".into()), input: vec!["logits".into()], output: vec![OUTPUT_MASKS.into()], attribute, ..Default::default() }],
+                input: vec![tensor("logits", 1)],
+                output: vec![tensor(OUTPUT_MASKS, 7)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// The loop gives what tract's own `ArgMax` gives, ties (first wins), NaN, ±∞ and f32::MIN included.
+    #[test]
+    fn native_argmax_matches_the_graph_op() {
+        let (b, k, p) = (2, 7, 333);
+        // Four levels only, so that most pixels have tied slots.
+        let mut logits: Vec<f32> = (0..b * k * p).map(|i| ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 62) as f32 - 1.5).collect();
+        for (i, special) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MIN, f32::NAN].into_iter().enumerate() {
+            logits[i * 97] = special;
+        }
+        // A pixel whose every slot is NaN, and one whose every slot is -∞.
+        for s in 0..k {
+            logits[s * p + 5] = f32::NAN;
+            logits[s * p + 6] = f32::NEG_INFINITY;
+        }
+        let bytes = argmax_graph(&[("axis", 1), ("keepdims", 0)]);
+        let mut model = tract_onnx::onnx().model_for_read(&mut bytes.as_slice()).unwrap();
+        model.set_input_fact(0, f32::fact([b, k, p]).into()).unwrap();
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        let input = tract_ndarray::Array3::from_shape_vec((b, k, p), logits.clone()).unwrap().into_tensor();
+        let out = plan.run(tvec!(input.into())).unwrap();
+        let want: Vec<i64> = out[0].cast_to::<i64>().unwrap().to_plain_array_view::<i64>().unwrap().iter().copied().collect();
+        assert_eq!(argmax_slots(&logits, b, k), want);
+    }
+
+    #[test]
+    fn only_the_plain_argmax_is_detached() {
+        let detach = |attrs: &[(&str, i64)]| {
+            let mut proto = tract_onnx::onnx().proto_model_for_read(&mut argmax_graph(attrs).as_slice()).unwrap();
+            let graph = proto.graph.as_mut().unwrap();
+            let done = detach_mask_argmax(graph, 0);
+            (done, graph.output[0].name.clone(), graph.node.len())
+        };
+        assert_eq!(detach(&[("axis", 1), ("keepdims", 0)]), (true, "logits".to_string(), 0));
+        assert_eq!(detach(&[("axis", 1), ("keepdims", 0), ("select_last_index", 0)]), (true, "logits".to_string(), 0));
+        for other in [&[("axis", 1), ("keepdims", 0), ("select_last_index", 1)][..], &[("axis", 1)], &[("axis", 2), ("keepdims", 0)], &[("keepdims", 0)]] {
+            assert_eq!(detach(other), (false, OUTPUT_MASKS.to_string(), 1), "{other:?}");
+        }
     }
 }
