@@ -1,0 +1,88 @@
+//! Score a model (or a trivial baseline) on labelled samples the way upstream evaluates:
+//! centre crop, ground truth resized to the model's mask grid with nearest-exact, metrics per
+//! image, means over the images where each metric is defined.
+
+use crate::data::Sample;
+use crate::metrics::{score, Scores};
+use msf_runtime::{CropBox, Decomposer, ImageView};
+
+/// Ground-truth labels as the model sees the frame: the centre crop, resized to `size`×`size`
+/// with PyTorch's `nearest-exact` (source pixel `⌊(i + ½)·in/out⌋`), as upstream's `Resize` does for masks.
+pub fn labels_in_model_view(labels: &image::GrayImage, size: usize) -> Vec<u8> {
+    let crop = CropBox::center_square(labels.width(), labels.height());
+    let scale = crop.size as f64 / size as f64;
+    let src: Vec<u32> = (0..size).map(|i| (((i as f64 + 0.5) * scale).floor() as u32).min(crop.size - 1)).collect();
+    let mut out = Vec::with_capacity(size * size);
+    for &y in &src {
+        for &x in &src {
+            out.push(labels.get_pixel(crop.left + x, crop.top + y).0[0]);
+        }
+    }
+    out
+}
+
+/// A prediction that looks at no pixel: the yardstick a trained model must beat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Baseline {
+    /// Every pixel in one segment.
+    One,
+    /// A fixed grid of as many cells as there are slots.
+    Grid,
+}
+
+impl Baseline {
+    /// The baseline's `size`×`size` label map for `slots` segments.
+    pub fn predict(self, size: usize, slots: usize) -> Vec<u8> {
+        match self {
+            Baseline::One => vec![0; size * size],
+            Baseline::Grid => {
+                let slots = slots.clamp(1, 255);
+                let rows = (slots as f64).sqrt().floor().max(1.0) as usize;
+                let cols = slots.div_ceil(rows);
+                (0..size * size)
+                    .map(|i| {
+                        let (y, x) = (i / size, i % size);
+                        ((y * rows / size) * cols + x * cols / size).min(slots - 1) as u8
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// The decomposition's mask (slot per pixel of the centre crop) scored against the sample.
+pub fn score_model(decomposer: &Decomposer, sample: &Sample) -> msf_runtime::Result<Scores> {
+    let view = ImageView::from_rgb_image(&sample.image)?;
+    let d = decomposer.decompose(&view)?;
+    Ok(score(&d.mask, &labels_in_model_view(&sample.labels, d.mask_size)))
+}
+
+pub fn score_baseline(baseline: Baseline, slots: usize, size: usize, sample: &Sample) -> Scores {
+    score(&baseline.predict(size, slots), &labels_in_model_view(&sample.labels, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma};
+
+    #[test]
+    fn nearest_exact_of_the_centre_crop() {
+        // 6×4: the crop is columns 1..5; downscaled 4 → 2 picks source pixels 1 and 3.
+        let labels = GrayImage::from_fn(6, 4, |x, y| Luma([(10 * y + x) as u8]));
+        assert_eq!(labels_in_model_view(&labels, 2), vec![12, 14, 32, 34]);
+        // Upscaled 4 → 8: every source pixel twice.
+        let up = labels_in_model_view(&labels, 8);
+        assert_eq!(&up[..8], &[1, 1, 2, 2, 3, 3, 4, 4]);
+    }
+
+    #[test]
+    fn grid_baseline_uses_every_slot_once() {
+        for slots in [1, 4, 5, 7, 11] {
+            let p = Baseline::Grid.predict(64, slots);
+            let mut seen = vec![false; slots];
+            p.iter().for_each(|&l| seen[l as usize] = true);
+            assert!(seen.iter().all(|&s| s), "{slots} slots");
+        }
+    }
+}
