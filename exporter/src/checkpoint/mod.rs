@@ -17,10 +17,12 @@
 //!   callable only builds a value).
 //!
 //! Entry points: [`load`] (a file), [`load_bytes`] (an in-memory file, for fuzzing) and
-//! [`parse_pickle`] (a bare `data.pkl`, for fuzzing the interpreter alone).
+//! [`parse_pickle`] (a bare `data.pkl`, for fuzzing the interpreter alone); [`save`] writes the
+//! same format (for the training crate).
 
 mod pickle;
 mod safetensors;
+pub mod save;
 mod torch_zip;
 
 use sha2::{Digest, Sha256};

@@ -3,8 +3,12 @@
 //! - [`data`]: a generated multi-object dataset with exact masks, and folders of images + label PNGs;
 //! - [`eval`]: scoring an exported model (through `msf-runtime`) or a trivial baseline.
 //!
+//! - [`nn`] (feature `tch`): the MSF networks on libtorch with upstream's parameter names.
+//!
 //! `msf-eval` is the command line over these.
 
 pub mod data;
 pub mod eval;
 pub mod metrics;
+#[cfg(feature = "tch")]
+pub mod nn;

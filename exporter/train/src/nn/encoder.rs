@@ -1,0 +1,99 @@
+//! The whole inference path in tch: bicubic resize → ViT → MLP → Slot Attention → masks. Its
+//! parameters live in a `VarStore` under upstream's names (`m.encode_backbone.1.*`, …), so
+//! upstream weights load by name and a trained model saves in upstream's layout.
+
+use super::backbone::{resize_for_backbone, Backbone};
+use super::project::Project;
+use super::slot_attention::{Initializer, SlotAttention};
+use msf_exporter::spec::ModelSpec;
+use msf_models::{ModelConfig, Preprocess};
+use tch::{nn, Device, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("`{key}`: the model has shape {model:?}, the checkpoint {file:?}")]
+    Shape { key: String, model: Vec<i64>, file: Vec<i64> },
+    #[error("the checkpoint lacks {}", .0.join(", "))]
+    Missing(Vec<String>),
+}
+
+pub struct Encoder {
+    pub config: ModelConfig,
+    pub preprocess: Preprocess,
+    backbone: Backbone,
+    project: Project,
+    pub init: Initializer,
+    slot_attention: SlotAttention,
+}
+
+/// Slots (B, K, D), attention (B, K, G, G) and masks (B, M, M) (slot index, int64).
+pub struct EncoderOutput {
+    pub slots: Tensor,
+    pub attn: Tensor,
+    pub masks: Tensor,
+}
+
+impl Encoder {
+    /// Fresh (randomly initialised) modules under `root` (the VarStore root: names start at `m`).
+    pub fn new(root: &nn::Path, config: &ModelConfig, preprocess: &Preprocess) -> Encoder {
+        let m = root / "m";
+        Encoder {
+            config: config.clone(),
+            preprocess: preprocess.clone(),
+            backbone: Backbone::new(&(&m / "encode_backbone" / "1"), &config.vit),
+            project: Project::new(&(&m / "encode_project"), &config.project),
+            init: Initializer::new(&(&m / "initializ"), &config.slots),
+            slot_attention: SlotAttention::new(&(&m / "aggregat"), &config.slots, config.project.out_dim),
+        }
+    }
+
+    /// A VarStore on `device` holding an encoder with `spec`'s architecture and weights.
+    pub fn from_spec(spec: &ModelSpec, device: Device) -> Result<(nn::VarStore, Encoder), LoadError> {
+        let vs = nn::VarStore::new(device);
+        let enc = Encoder::new(&vs.root(), &spec.config, &Preprocess::upstream(spec.config.vit.input_size(), true));
+        let rest = load_weights(&vs, spec.weights.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        // The noise scale of the initial slots is training-only: inference checkpoints may lack it.
+        let missing: Vec<String> = rest.into_iter().filter(|k| k != msf_models::keys::SLOTS_LOGSTD).collect();
+        if !missing.is_empty() {
+            return Err(LoadError::Missing(missing));
+        }
+        Ok((vs, enc))
+    }
+
+    /// Normalised images (B, 3, S, S) at the model's input size → slots, attention, masks.
+    pub fn forward(&self, image: &Tensor, train: bool) -> EncoderOutput {
+        let b = image.size()[0];
+        let s = self.backbone.input_size;
+        let x = if image.size()[2] == s { image.shallow_clone() } else { resize_for_backbone(image, s, s as f64 / image.size()[2] as f64) };
+        let feats = self.project.forward(&self.backbone.forward(&x));
+        let init = self.init.slots(b, train);
+        let (slots, attn) = self.slot_attention.forward(&feats, &init);
+        let g = self.config.vit.grid as i64;
+        let attn = attn.reshape([b, self.config.slots.num_slots as i64, g, g]);
+        let m = self.preprocess.image_size as i64;
+        let masks = attn.upsample_bilinear2d([m, m], false, None, None).argmax(1, false);
+        EncoderOutput { slots, attn, masks }
+    }
+}
+
+/// Copy `(key, data)` pairs into the VarStore's variables of the same name (keys without a
+/// variable are skipped) and return the names of the variables that were not given, sorted.
+pub fn load_weights<'a>(vs: &nn::VarStore, weights: impl IntoIterator<Item = (&'a str, &'a [f32])>) -> Result<Vec<String>, LoadError> {
+    let mut vars = vs.variables();
+    let mut given = std::collections::HashSet::new();
+    tch::no_grad(|| {
+        for (key, data) in weights {
+            let Some(var) = vars.get_mut(key) else { continue };
+            let shape = var.size();
+            if shape.iter().product::<i64>() as usize != data.len() {
+                return Err(LoadError::Shape { key: key.to_string(), model: shape, file: vec![data.len() as i64] });
+            }
+            var.copy_(&Tensor::from_slice(data).view(shape.as_slice()).to_device(var.device()));
+            given.insert(key.to_string());
+        }
+        Ok(())
+    })?;
+    let mut rest: Vec<String> = vars.into_keys().filter(|k| !given.contains(k)).collect();
+    rest.sort();
+    Ok(rest)
+}

@@ -1,0 +1,19 @@
+//! The MSF networks in tch (libtorch), with upstream's parameter names, so that a tch model
+//! saves in the upstream key layout and an upstream checkpoint loads into it.
+//!
+//! Inference path (spec §2): [`backbone`] (DINOv2 ViT) → [`project`] (MLP) → [`slot_attention`];
+//! [`encoder`] assembles them, loads upstream weights and gives slots, attention and masks;
+//! [`save`] writes a VarStore back in upstream's checkpoint format.
+
+pub mod backbone;
+pub mod encoder;
+pub mod project;
+pub mod save;
+pub mod slot_attention;
+
+pub use encoder::{Encoder, EncoderOutput};
+
+/// PyTorch's exact (erf) GELU, as upstream uses everywhere.
+pub(crate) fn gelu(x: &tch::Tensor) -> tch::Tensor {
+    x.gelu("none")
+}
