@@ -10,6 +10,8 @@ pub mod encoder;
 pub mod project;
 pub mod save;
 pub mod slot_attention;
+pub mod train;
+pub mod vqvae;
 
 pub use encoder::{Encoder, EncoderOutput};
 
