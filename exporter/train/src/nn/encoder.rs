@@ -60,14 +60,24 @@ impl Encoder {
         Ok((vs, enc))
     }
 
+    /// Backbone features of normalised images (B, 3, S, S) at the model's input size (B, G², E).
+    pub fn features(&self, image: &Tensor) -> Tensor {
+        let s = self.backbone.input_size;
+        let x = if image.size()[2] == s { image.shallow_clone() } else { resize_for_backbone(image, s, s as f64 / image.size()[2] as f64) };
+        self.backbone.forward(&x)
+    }
+
+    /// Backbone features → slots (B, K, D) and attention (B, K, G²): projection, initial slots
+    /// (with learned noise in training) and Slot Attention.
+    pub fn group(&self, feats: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let init = self.init.slots(feats.size()[0], train);
+        self.slot_attention.forward_t(&self.project.forward(feats), &init, train)
+    }
+
     /// Normalised images (B, 3, S, S) at the model's input size → slots, attention, masks.
     pub fn forward(&self, image: &Tensor, train: bool) -> EncoderOutput {
         let b = image.size()[0];
-        let s = self.backbone.input_size;
-        let x = if image.size()[2] == s { image.shallow_clone() } else { resize_for_backbone(image, s, s as f64 / image.size()[2] as f64) };
-        let feats = self.project.forward(&self.backbone.forward(&x));
-        let init = self.init.slots(b, train);
-        let (slots, attn) = self.slot_attention.forward(&feats, &init);
+        let (slots, attn) = self.group(&self.features(image), train);
         let g = self.config.vit.grid as i64;
         let attn = attn.reshape([b, self.config.slots.num_slots as i64, g, g]);
         let m = self.preprocess.image_size as i64;

@@ -7,8 +7,10 @@
 
 pub mod backbone;
 pub mod encoder;
+pub mod model;
 pub mod project;
 pub mod save;
+pub mod slate;
 pub mod slot_attention;
 pub mod train;
 pub mod vqvae;

@@ -14,7 +14,10 @@ pub struct Initializer {
 impl Initializer {
     pub fn new(p: &nn::Path, c: &SlotConfig) -> Initializer {
         let shape = [1, c.num_slots as i64, c.slot_dim as i64];
-        Initializer { mean: p.var("mean", &shape, nn::Init::Randn { mean: 0.0, stdev: 1.0 }), logstd: p.var("logstd", &shape, nn::Init::Const(0.0)) }
+        // Upstream: xavier-uniform mean, std = dim^-½ as the initial learned noise scale.
+        let bound = (6.0 / (c.num_slots + c.slot_dim) as f64).sqrt();
+        let logstd = -0.5 * (c.slot_dim as f64).ln();
+        Initializer { mean: p.var("mean", &shape, nn::Init::Uniform { lo: -bound, up: bound }), logstd: p.var("logstd", &shape, nn::Init::Const(logstd)) }
     }
 
     /// Initial slots for `batch` images: the mean, plus `exp(logstd)`-scaled noise in training.
@@ -27,6 +30,9 @@ impl Initializer {
         }
     }
 }
+
+/// Upstream's `SlotAttention(dropout=0.01)`: dropout inside the FFN only.
+const FFN_DROPOUT: f64 = 0.01;
 
 #[derive(Debug)]
 pub struct SlotAttention {
@@ -76,6 +82,13 @@ impl SlotAttention {
     /// Features (B, N, in_dim) and initial slots (B, K, D) → slots (B, K, D) and the last
     /// iteration's softmax-over-slots attention (B, K, N).
     pub fn forward(&self, feats: &Tensor, init: &Tensor) -> (Tensor, Tensor) {
+        self.forward_t(feats, init, false)
+    }
+
+    /// As [`Self::forward`]; in training with upstream's recipe: bi-level truncated
+    /// back-propagation (BO-QSA: gradients flow through the last iteration and into the initial
+    /// slots only) and dropout 0.01 inside the FFN.
+    pub fn forward_t(&self, feats: &Tensor, init: &Tensor, train: bool) -> (Tensor, Tensor) {
         let kv = self.norm_kv.forward(feats);
         let k = self.proj_k.forward(&kv).transpose(1, 2);
         let v = self.proj_v.forward(&kv);
@@ -83,7 +96,10 @@ impl SlotAttention {
         let scale = (d as f64).powf(-0.5);
         let mut slots = init.shallow_clone();
         let mut attn = None;
-        for _ in 0..self.iters {
+        for it in 0..self.iters {
+            if train && it + 1 == self.iters {
+                slots = slots.detach() + init - init.detach();
+            }
             let prev = slots.shallow_clone();
             let q = self.proj_q.forward(&self.norm_q.forward(&slots)) * scale;
             let a0 = q.matmul(&k).softmax(1, Kind::Float);
@@ -91,7 +107,8 @@ impl SlotAttention {
             let u = a.matmul(&v);
             let h = Tensor::gru_cell(&u.reshape([-1, d]), &prev.reshape([-1, d]), &self.w_ih, &self.w_hh, Some(&self.b_ih), Some(&self.b_hh))
                 .reshape([b, n_slots, d]);
-            slots = &h + self.ffn2.forward(&gelu(&self.ffn1.forward(&self.norm2.forward(&h))));
+            let hidden = gelu(&self.ffn1.forward(&self.norm2.forward(&h))).dropout(FFN_DROPOUT, train);
+            slots = &h + self.ffn2.forward(&hidden);
             attn = Some(a0);
         }
         (slots, attn.unwrap_or_else(|| Tensor::zeros([b, n_slots, k.size()[2]], (Kind::Float, k.device()))))

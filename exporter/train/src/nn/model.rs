@@ -1,0 +1,80 @@
+//! SLATE-MSF as one model (upstream `SLATE` with the MSF VQ-VAE as `mediat`): the inference
+//! path (backbone, projection, initialiser, Slot Attention), the frozen stage-1 VQ-VAE encoder
+//! and quantisers, and the SLATE decoder. Its VarStore is upstream's `state_dict` layout.
+
+use super::encoder::Encoder;
+use super::slate::{SlateConfig, SlateDecoder};
+use super::vqvae::{VqVae, VqVaeConfig};
+use msf_models::{ModelConfig, Preprocess};
+use tch::{nn, Tensor};
+
+pub struct SlateMsf {
+    pub encoder: Encoder,
+    pub mediat: VqVae,
+    pub decode: SlateDecoder,
+    /// Gumbel scale of the frozen quantisers' matching while training (upstream `std=5`).
+    pub mediat_noise: f64,
+}
+
+/// One training step's outputs.
+pub struct Stage2Output {
+    pub loss: Tensor,
+    pub slots: Tensor,
+    /// (B, K, G, G)
+    pub attn: Tensor,
+}
+
+impl SlateMsf {
+    pub fn new(root: &nn::Path, c: &ModelConfig, vq: &VqVaeConfig, dec: &SlateConfig) -> SlateMsf {
+        let m = root / "m";
+        SlateMsf {
+            encoder: Encoder::new(root, c, &Preprocess::upstream(c.vit.input_size(), true)),
+            mediat: VqVae::new(&(&m / "mediat"), vq, false),
+            decode: SlateDecoder::new(&(&m / "decode"), dec),
+            mediat_noise: 5.0,
+        }
+    }
+
+    /// Teacher-forced SLATE loss on normalised images (B, 3, 256, 256): the decoder predicts the
+    /// frozen VQ-VAE's scale-0 code indices from its quantisation and the slots. The backbone
+    /// and the VQ-VAE run without gradients (frozen in stage 2).
+    pub fn stage2(&self, images: &Tensor, train: bool) -> Stage2Output {
+        let b = images.size()[0];
+        let feats = tch::no_grad(|| self.encoder.features(images));
+        let (slots, attn) = self.encoder.group(&feats, train);
+        let vq = tch::no_grad(|| self.mediat.forward(images, if train { self.mediat_noise } else { 0.0 }, 0.0, false));
+        let (zidx, quant) = (&vq.zidxs[0], &vq.quants[0]); // (B, 2, h, w), (B, C, h, w)
+        let tokens = quant.flatten(2, -1).transpose(1, 2); // (B, h·w, C)
+        let logits = self.decode.forward(&tokens, &slots);
+        let loss = self.decode.loss(&logits, &zidx.flatten(2, -1));
+        let g = self.encoder.config.vit.grid as i64;
+        Stage2Output { loss, attn: attn.reshape([b, -1, g, g]), slots }
+    }
+}
+
+/// The VQ-VAE and decoder sizes of an upstream SLATE-MSF checkpoint, read from its shapes
+/// (the decoder's head count is not in the file: upstream's 4 is assumed).
+pub fn sizes_from_checkpoint(info: &std::collections::BTreeMap<String, msf_exporter::checkpoint::TensorInfo>) -> Option<(VqVaeConfig, SlateConfig)> {
+    let shape = |k: &str| info.get(k).map(|t| t.shape.clone());
+    let count = |prefix: &str| {
+        info.keys().filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok()).max().map_or(0, |m| m + 1)
+    };
+    let codebook = shape("m.mediat.quant.0.codebook.weight")?;
+    let vq = VqVaeConfig {
+        code_dim: shape("m.mediat.encode.3.weight")?[0],
+        codes: codebook[0],
+        codebook_dim: codebook[1],
+        scales: count("m.mediat.quant.").checked_sub(1)?,
+        channels: shape("m.mediat.encode.1.0.weight")?[0],
+    };
+    let pe = shape("m.decode.posit_embed._pe").or_else(|| shape("m.decode.posit_embed.pe"))?;
+    let dec = SlateConfig {
+        dim: shape("m.decode.bos")?[2],
+        layers: count("m.decode.backbone.layers."),
+        heads: SlateConfig::default().heads,
+        ffn_dim: shape("m.decode.backbone.layers.0.linear1.weight")?[0],
+        tokens: pe[1],
+        codes: shape("m.decode.readout.weight")?[0] / 2,
+    };
+    Some((vq, dec))
+}

@@ -1,0 +1,107 @@
+//! SLATE-MSF on tch: the whole model's parameters are upstream's `state_dict` layout (the key
+//! dump of the real module), the fixture checkpoint loads into it completely, a short stage-2
+//! training lowers the loss, and the saved checkpoint exports (msf-export's library) to an ONNX
+//! model whose slots and masks equal tch's.
+#![cfg(feature = "tch")]
+
+use msf_exporter::{checkpoint, spec};
+use msf_runtime::session::{self, SessionOptions};
+use msf_tests::require_fixtures;
+use msf_train::data::Generated;
+use msf_train::nn::model::{sizes_from_checkpoint, SlateMsf};
+use msf_train::nn::slate::SlateConfig;
+use msf_train::nn::vqvae::VqVaeConfig;
+use std::collections::BTreeMap;
+use tch::{nn, nn::OptimizerConfig, Device, Tensor};
+
+fn tsv(name: &str) -> Option<BTreeMap<String, checkpoint::TensorInfo>> {
+    let text = std::fs::read_to_string(msf_tests::fixtures_dir().join("../spec/keys").join(name)).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let mut f = l.split('\t');
+                let key = f.next().unwrap().to_string();
+                let shape = f.next().unwrap().trim_matches(['[', ']']).split(',').filter(|d| !d.trim().is_empty()).map(|d| d.trim().parse().unwrap()).collect();
+                (key, checkpoint::TensorInfo { shape, dtype: checkpoint::DType::F32 })
+            })
+            .collect(),
+    )
+}
+
+fn shapes(vs: &nn::VarStore) -> BTreeMap<String, Vec<usize>> {
+    vs.variables().into_iter().map(|(k, v)| (k, v.size().iter().map(|&d| d as usize).collect())).collect()
+}
+
+#[test]
+fn full_size_layout_is_upstreams() {
+    let Some(_) = require_fixtures("full_size_layout_is_upstreams") else { return };
+    let info = tsv("slate_r_vqvae-coco-msf.state_dict.tsv").expect("key dump next to the fixtures");
+    let config = spec::infer_config(&info, spec::detect_kind(&info).unwrap(), 3).unwrap();
+    let (vq, dec) = sizes_from_checkpoint(&info).unwrap();
+    assert_eq!((vq, dec), (VqVaeConfig::default(), SlateConfig::default()), "upstream's sizes are the defaults");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _ = SlateMsf::new(&vs.root(), &config, &VqVaeConfig::default(), &SlateConfig::default());
+    let want: BTreeMap<String, Vec<usize>> = info.into_iter().map(|(k, v)| (k, v.shape)).collect();
+    assert_eq!(shapes(&vs), want);
+    msf_tests::note(format!("SLATE-MSF on tch: {} parameters, the layout of upstream's state_dict", want.len()));
+}
+
+#[test]
+fn fixture_trains_saves_and_exports() {
+    let Some(fx) = require_fixtures("fixture_trains_saves_and_exports") else { return };
+    tch::manual_seed(1);
+    let ck = checkpoint::load(&fx.join("tiny-slate-msf.pth"), &checkpoint::Limits::default(), &|_| true).unwrap();
+    let (vq, dec) = sizes_from_checkpoint(&ck.info).unwrap();
+    let config = spec::infer_config(&ck.info, spec::detect_kind(&ck.info).unwrap(), 3).unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = SlateMsf::new(&vs.root(), &config, &vq, &dec);
+    let rest = msf_train::nn::encoder::load_weights(&vs, ck.data.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).unwrap();
+    assert!(rest.is_empty(), "variables the fixture lacks: {rest:?}");
+    assert_eq!(shapes(&vs).len(), ck.info.len(), "every tensor of the file has a variable");
+
+    // Stage 2: backbone and VQ-VAE frozen, the rest trained.
+    let frozen = |k: &str| k.starts_with("m.encode_backbone.") || k.starts_with("m.mediat.");
+    for (k, v) in vs.variables() {
+        if frozen(&k) {
+            let _ = v.set_requires_grad(false);
+        }
+    }
+    let data = Generated { count: 4, seed: 11, ..Default::default() };
+    let batch = Tensor::stack(&data.iter().map(|s| msf_train::nn::train::image_tensor(&s.image)).collect::<Vec<_>>(), 0);
+    let mut opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
+    let before: Vec<f32> = Vec::try_from(vs.variables()["m.encode_backbone.1.norm.weight"].shallow_clone()).unwrap();
+    let mut losses = vec![];
+    for _ in 0..12 {
+        let out = model.stage2(&batch, true);
+        opt.zero_grad();
+        out.loss.backward();
+        opt.clip_grad_norm(1.0);
+        opt.step();
+        losses.push(out.loss.double_value(&[]));
+    }
+    let after: Vec<f32> = Vec::try_from(vs.variables()["m.encode_backbone.1.norm.weight"].shallow_clone()).unwrap();
+    assert_eq!(before, after, "the backbone stays frozen");
+    let (first, last) = (losses[..2].iter().sum::<f64>() / 2.0, losses[10..].iter().sum::<f64>() / 2.0);
+    assert!(last < 0.9 * first, "stage-2 loss {first:.4} → {last:.4}: {losses:?}");
+
+    // Save in upstream's format; msf-export's library reads and exports it; tract runs it.
+    let dir = msf_tests::temp_dir("tch-slate");
+    let ckpt = dir.path().join("best.pth");
+    msf_train::nn::save::save_var_store(&vs, &ckpt).unwrap();
+    let onnx = dir.path().join("trained.onnx");
+    msf_exporter::export::export(&ckpt, &onnx, &Default::default()).unwrap();
+    let exported = session::load(&onnx, &SessionOptions::default()).unwrap();
+    let eval = tch::no_grad(|| model.encoder.forward(&batch, false));
+    let o = exported.run(&Vec::<f32>::try_from(batch.flatten(0, -1)).unwrap(), 4, None).unwrap();
+    let slots: Vec<f32> = Vec::try_from(eval.slots.flatten(0, -1)).unwrap();
+    let masks: Vec<i64> = Vec::try_from(eval.masks.flatten(0, -1)).unwrap();
+    let d = slots.iter().zip(&o.slots).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let same = masks.iter().zip(&o.masks).filter(|(a, b)| a == b).count() as f64 / masks.len() as f64;
+    assert!(d <= 1e-4, "trained slots: tch vs exported ONNX max |Δ| {d}");
+    assert!(same >= 0.999, "trained masks: {:.4} % equal", same * 100.0);
+    msf_tests::note(format!(
+        "stage 2 from the fixture, 12 steps on 4 generated images: loss {first:.4} → {last:.4}; exported: slots max|Δ| {d:.2e}, masks {:.4} % equal",
+        same * 100.0
+    ));
+}
