@@ -1,5 +1,6 @@
 //! Evaluation and data for MSF models, the pure-Rust half of the training crate:
 //! - [`metrics`]: ARI, FG-ARI, mBO and mIoU exactly as upstream defines them;
+//! - [`config`]: training configuration (TOML presets in `configs/`);
 //! - [`data`]: a generated multi-object dataset with exact masks, and folders of images + label PNGs;
 //! - [`eval`]: scoring an exported model (through `msf-runtime`) or a trivial baseline.
 //!
@@ -7,6 +8,7 @@
 //!
 //! `msf-eval` is the command line over these.
 
+pub mod config;
 pub mod data;
 pub mod eval;
 pub mod metrics;

@@ -13,6 +13,7 @@ pub mod save;
 pub mod slate;
 pub mod slot_attention;
 pub mod train;
+pub mod trainer;
 pub mod vqvae;
 
 pub use encoder::{Encoder, EncoderOutput};

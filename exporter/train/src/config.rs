@@ -1,0 +1,240 @@
+//! Training configuration, read from TOML: data, model sizes and the two stages' recipes.
+//! [`TrainConfig::coco`] is upstream's COCO setting; [`TrainConfig::small`] trains on this kind
+//! of 2-core CPU in minutes. `configs/*.toml` are the same presets as files to copy and edit.
+
+use msf_models::{ModelConfig, ModelKind, ProjectConfig, SlotConfig, VitConfig};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub data: DataConfig,
+    pub model: ModelSizes,
+    pub stage1: Stage1Recipe,
+    pub stage2: Stage2Recipe,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A folder of images (`DIR/images/*`, masks optional for training); without it, generated shapes.
+    #[serde(default)]
+    pub folder: Option<PathBuf>,
+    /// Generated training images (ignored with `folder`).
+    pub generated: usize,
+    /// Held-out generated images (another seed stream) for the validation metrics.
+    pub val: usize,
+    pub seed: u64,
+    /// Threads that decode / generate and normalise batches ahead of the trainer.
+    pub loader_threads: usize,
+}
+
+/// Sizes of every part; head counts follow upstream (ViT heads of width 64).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSizes {
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub mlp_dim: usize,
+    pub patch: usize,
+    pub grid: usize,
+    pub slots: usize,
+    pub slot_dim: usize,
+    pub slot_ffn: usize,
+    pub iters: usize,
+    pub code_dim: usize,
+    pub codes: usize,
+    pub codebook_dim: usize,
+    pub vae_channels: usize,
+    pub decoder_layers: usize,
+    pub decoder_heads: usize,
+    pub decoder_ffn: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage1Recipe {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// Fraction of the steps spent warming the learning rate up from 0.
+    pub warmup: f64,
+    pub clip: f64,
+    /// Gumbel scale of the quantisers' matching: log-cosine from `noise[0]` to `noise[1]`.
+    pub noise: [f64; 2],
+    pub save_every: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage2Recipe {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup: f64,
+    pub clip: f64,
+    /// Upstream keeps the pretrained DINOv2 frozen; without pretrained weights a small model
+    /// has to learn its own features.
+    pub freeze_backbone: bool,
+    /// Gumbel scale of the frozen quantisers while training (upstream: 5).
+    pub mediat_noise: f64,
+    pub val_every: usize,
+    pub save_every: usize,
+}
+
+impl TrainConfig {
+    /// Upstream's COCO setting (SLATE-MSF, spec §3): ViT-S/14, 7 slots of 256, C = 256.
+    pub fn coco() -> TrainConfig {
+        TrainConfig {
+            data: DataConfig { folder: None, generated: 100_000, val: 500, seed: 0, loader_threads: 4 },
+            model: ModelSizes {
+                embed_dim: 384,
+                depth: 12,
+                mlp_dim: 1536,
+                patch: 14,
+                grid: 16,
+                slots: 7,
+                slot_dim: 256,
+                slot_ffn: 1024,
+                iters: 3,
+                code_dim: 256,
+                codes: 256,
+                codebook_dim: 1024,
+                vae_channels: 64,
+                decoder_layers: 4,
+                decoder_heads: 4,
+                decoder_ffn: 1024,
+            },
+            stage1: Stage1Recipe { steps: 30_000, batch: 64, lr: 2e-3, warmup: 0.05, clip: 1.0, noise: [1.0, 2.0], save_every: 750 },
+            stage2: Stage2Recipe {
+                steps: 50_000,
+                batch: 32,
+                lr: 2e-4,
+                warmup: 0.05,
+                clip: 1.0,
+                freeze_backbone: true,
+                mediat_noise: 5.0,
+                val_every: 1250,
+                save_every: 1250,
+            },
+        }
+    }
+
+    /// A small setting for a 2-core CPU: one 64-wide ViT block on 8×8 patches of 8 px, 5 slots
+    /// of 64, a 16-channel VQ-VAE with 64 codes, a 2-layer decoder.
+    pub fn small() -> TrainConfig {
+        TrainConfig {
+            data: DataConfig { folder: None, generated: 4000, val: 64, seed: 0, loader_threads: 1 },
+            model: ModelSizes {
+                embed_dim: 64,
+                depth: 2,
+                mlp_dim: 256,
+                patch: 8,
+                grid: 8,
+                slots: 5,
+                slot_dim: 64,
+                slot_ffn: 256,
+                iters: 3,
+                code_dim: 64,
+                codes: 64,
+                codebook_dim: 64,
+                vae_channels: 16,
+                decoder_layers: 2,
+                decoder_heads: 4,
+                decoder_ffn: 256,
+            },
+            stage1: Stage1Recipe { steps: 600, batch: 16, lr: 2e-3, warmup: 0.05, clip: 1.0, noise: [1.0, 2.0], save_every: 100 },
+            stage2: Stage2Recipe {
+                steps: 1500,
+                batch: 16,
+                lr: 1e-3,
+                warmup: 0.05,
+                clip: 1.0,
+                freeze_backbone: false,
+                mediat_noise: 5.0,
+                val_every: 250,
+                save_every: 250,
+            },
+        }
+    }
+
+    pub fn from_toml(text: &str) -> Result<TrainConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the config serialises")
+    }
+
+    /// The inference-path architecture these sizes describe.
+    pub fn model_config(&self) -> ModelConfig {
+        let m = &self.model;
+        ModelConfig {
+            kind: ModelKind::SlateMsf,
+            vit: VitConfig {
+                embed_dim: m.embed_dim,
+                depth: m.depth,
+                num_heads: m.embed_dim / VitConfig::HEAD_DIM,
+                mlp_dim: m.mlp_dim,
+                patch_size: m.patch,
+                grid: m.grid,
+                ln_eps: 1e-6,
+            },
+            project: ProjectConfig { in_dim: m.embed_dim, hidden_dim: 2 * m.embed_dim, out_dim: m.slot_dim, ln_eps: 1e-5 },
+            slots: SlotConfig { num_slots: m.slots, slot_dim: m.slot_dim, ffn_dim: m.slot_ffn, iters: m.iters, attn_eps: 1e-5, ln_eps: 1e-5 },
+        }
+    }
+
+    /// Sizes that cannot work together, as one message each.
+    pub fn problems(&self) -> Vec<String> {
+        let m = &self.model;
+        let mut p = vec![];
+        if m.embed_dim == 0 || m.embed_dim % VitConfig::HEAD_DIM != 0 {
+            p.push(format!("model.embed_dim {} must be a positive multiple of {} (ViT heads are {} wide)", m.embed_dim, VitConfig::HEAD_DIM, VitConfig::HEAD_DIM));
+        }
+        if m.slot_dim % m.decoder_heads.max(1) != 0 {
+            p.push(format!("model.slot_dim {} must divide into model.decoder_heads {}", m.slot_dim, m.decoder_heads));
+        }
+        if m.code_dim != m.slot_dim {
+            p.push(format!("model.code_dim {} must equal model.slot_dim {} (the decoder reads codes and slots at one width)", m.code_dim, m.slot_dim));
+        }
+        if m.codes >> 2 == 0 {
+            p.push(format!("model.codes {} must be at least 4 (scale 2 has codes/4)", m.codes));
+        }
+        for (name, v) in [("stage1.batch", self.stage1.batch), ("stage2.batch", self.stage2.batch), ("stage1.steps", self.stage1.steps), ("stage2.steps", self.stage2.steps)] {
+            if v == 0 {
+                p.push(format!("{name} must be at least 1"));
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preset_files_are_the_presets() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/configs");
+        for (file, preset) in [("coco.toml", TrainConfig::coco()), ("small.toml", TrainConfig::small())] {
+            let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+            assert_eq!(TrainConfig::from_toml(&text).unwrap(), preset, "{file}");
+            assert!(preset.problems().is_empty(), "{file}: {:?}", preset.problems());
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_sizes_are_reported() {
+        let mut text = TrainConfig::small().to_toml();
+        text = text.replace("[stage1]", "[stage1]\nstepz = 3");
+        let e = TrainConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(e.contains("stepz"), "{e}");
+        let mut c = TrainConfig::small();
+        c.model.embed_dim = 100;
+        c.model.code_dim = 16;
+        let p = c.problems();
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
+}

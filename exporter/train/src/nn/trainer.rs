@@ -1,0 +1,348 @@
+//! The two training stages (upstream recipe, spec §3): stage 1 trains the MSF VQ-VAE; stage 2
+//! trains SLATE-MSF (projection, slots, Slot Attention, decoder) against the frozen VQ-VAE's codes,
+//! with validation metrics on held-out images. Batches are made ahead on loader threads;
+//! checkpoints are written atomically in upstream's format, so an interrupted run loses at most
+//! `save_every` steps and `--resume` picks up from the last one.
+
+use super::encoder::{load_weights, LoadError};
+use super::model::SlateMsf;
+use super::save::{save_var_store, CheckpointWriteError};
+use super::slate::SlateConfig;
+use super::train::{cosine_linear, image_tensor, linear_cosine, log_cosine};
+use super::vqvae::{stage1_loss, VqVae, VqVaeConfig};
+use crate::config::TrainConfig;
+use crate::data::{Folder, Generated, Sample};
+use crate::eval::labels_in_model_view;
+use crate::metrics::{score, summarize, Summary};
+use msf_exporter::checkpoint;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+/// Side of the training images: upstream's 256 (the exported model's input).
+pub const IMAGE_SIZE: u32 = 256;
+/// Offset of the validation stream in the generated dataset's seeds (disjoint from training).
+const VAL_SEED_OFFSET: u64 = 1_000_003;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("config: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error("{path}: {source}")]
+    Checkpoint { path: PathBuf, source: checkpoint::CheckpointError },
+    #[error("{path}: {reason}")]
+    Incompatible { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Save(#[from] CheckpointWriteError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("the loss became {0} at step {1}: lower the learning rate")]
+    Diverged(f64, usize),
+}
+
+/// What the caller hears after each step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    pub stage: u8,
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f64,
+    pub lr: f64,
+    /// Validation metrics, on the steps that ran them.
+    pub val: Option<Summary>,
+}
+
+/// Kept beside `last.pth` so that `--resume` continues the schedules where they stopped.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunState {
+    pub step: usize,
+    pub best_fg_ari: Option<f64>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.to_path_buf(), source }
+}
+
+fn read_checkpoint(path: &Path) -> Result<checkpoint::Checkpoint, TrainError> {
+    checkpoint::load(path, &checkpoint::Limits::default(), &|_| true).map_err(|source| TrainError::Checkpoint { path: path.to_path_buf(), source })
+}
+
+/// Where the training images come from.
+#[derive(Clone)]
+enum Source {
+    Generated(Generated),
+    Folder(Folder),
+}
+
+impl Source {
+    fn new(cfg: &TrainConfig) -> Result<Source, TrainError> {
+        Ok(match &cfg.data.folder {
+            Some(dir) => Source::Folder(Folder::open(dir)?),
+            None => {
+                let g = Generated { count: cfg.data.generated.max(1), seed: cfg.data.seed, size: IMAGE_SIZE, ..Default::default() };
+                g.validate()?;
+                Source::Generated(g)
+            }
+        })
+    }
+
+    fn image(&self, index: usize) -> Result<image::RgbImage, TrainError> {
+        Ok(match self {
+            Source::Generated(g) => g.sample(index % g.count).image,
+            Source::Folder(f) => {
+                let path = &f.images[index % f.len()];
+                let img = image::open(path).map_err(|e| TrainError::Io { path: path.clone(), source: std::io::Error::other(e) })?.to_rgb8();
+                // Upstream's eval crop: the centre square, resized to the training size.
+                let s = img.width().min(img.height());
+                let crop = image::imageops::crop_imm(&img, (img.width() - s) / 2, (img.height() - s) / 2, s, s).to_image();
+                image::imageops::resize(&crop, IMAGE_SIZE, IMAGE_SIZE, image::imageops::FilterType::Triangle)
+            }
+        })
+    }
+}
+
+/// Batches of normalised images for steps `start..end`, made on `threads` loader threads and
+/// handed over in step order.
+struct Loader {
+    rx: mpsc::Receiver<(usize, Result<Vec<f32>, String>)>,
+    pending: BTreeMap<usize, Result<Vec<f32>, String>>,
+    next: usize,
+    batch: usize,
+}
+
+impl Loader {
+    fn start(source: Source, batch: usize, start: usize, end: usize, threads: usize) -> Loader {
+        let threads = threads.max(1);
+        let (tx, rx) = mpsc::sync_channel(2 * threads);
+        for t in 0..threads {
+            let (tx, source) = (tx.clone(), source.clone());
+            std::thread::spawn(move || {
+                for step in (start + t..end).step_by(threads) {
+                    let mut data = Vec::with_capacity(batch * 3 * (IMAGE_SIZE * IMAGE_SIZE) as usize);
+                    let made = (0..batch).try_for_each(|j| {
+                        let img = source.image(step * batch + j).map_err(|e| e.to_string())?;
+                        data.extend(Vec::<f32>::try_from(image_tensor(&img).flatten(0, -1)).map_err(|e| e.to_string())?);
+                        Ok::<(), String>(())
+                    });
+                    if tx.send((step, made.map(|_| data))).is_err() {
+                        return; // the trainer stopped
+                    }
+                }
+            });
+        }
+        Loader { rx, pending: BTreeMap::new(), next: start, batch }
+    }
+
+    fn next_batch(&mut self) -> Result<Tensor, TrainError> {
+        loop {
+            if let Some(b) = self.pending.remove(&self.next) {
+                self.next += 1;
+                let data = b.map_err(|reason| TrainError::Incompatible { path: PathBuf::from("<data>"), reason })?;
+                let s = IMAGE_SIZE as i64;
+                return Ok(Tensor::from_slice(&data).view([self.batch as i64, 3, s, s]));
+            }
+            let (step, b) = self.rx.recv().map_err(|_| TrainError::Incompatible { path: PathBuf::from("<data>"), reason: "the loader stopped".into() })?;
+            self.pending.insert(step, b);
+        }
+    }
+}
+
+fn vq_config(cfg: &TrainConfig) -> VqVaeConfig {
+    let m = &cfg.model;
+    VqVaeConfig { code_dim: m.code_dim, codes: m.codes, codebook_dim: m.codebook_dim, scales: 3, channels: m.vae_channels }
+}
+
+fn slate_config(cfg: &TrainConfig) -> SlateConfig {
+    let m = &cfg.model;
+    SlateConfig { dim: m.slot_dim, layers: m.decoder_layers, heads: m.decoder_heads, ffn_dim: m.decoder_ffn, tokens: 256, codes: m.codes }
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+fn save_run(vs: &nn::VarStore, dir: &Path, name: &str, state: &RunState) -> Result<(), TrainError> {
+    save_var_store(vs, &dir.join(name))?;
+    let json = serde_json::to_vec_pretty(state).expect("state serialises");
+    msf_exporter::write::write_atomic(&state_path(dir), &json).map_err(|e| TrainError::Save(e.into()))
+}
+
+/// `dir/last.pth` and its state when resuming, else a fresh start.
+fn resume_from(vs: &nn::VarStore, dir: &Path, resume: bool) -> Result<RunState, TrainError> {
+    let last = dir.join("last.pth");
+    if !resume || !last.is_file() {
+        return Ok(RunState::default());
+    }
+    let ck = read_checkpoint(&last)?;
+    let rest = load_weights(vs, ck.data.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+    if !rest.is_empty() {
+        return Err(TrainError::Incompatible { path: last, reason: format!("does not fit this config (no {})", rest.join(", ")) });
+    }
+    let text = std::fs::read(state_path(dir)).map_err(io(&state_path(dir)))?;
+    serde_json::from_slice(&text).map_err(|e| TrainError::Io { path: state_path(dir), source: std::io::Error::other(e) })
+}
+
+/// Stage 1: the MSF VQ-VAE alone (upstream `vqvae-*-msf.py`). Writes `dir/last.pth` in the
+/// stage-1 key layout (`m.encode.*`, `m.quant.*`, `m.decode.*`) and returns its path.
+pub fn stage1(cfg: &TrainConfig, dir: &Path, resume: bool, mut report: impl FnMut(&StepReport)) -> Result<PathBuf, TrainError> {
+    let problems = cfg.problems();
+    if !problems.is_empty() {
+        return Err(TrainError::Config(problems));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    // Same config, same run (on the CPU): initialisation and noise come from the data seed.
+    tch::manual_seed(cfg.data.seed as i64);
+    let r = &cfg.stage1;
+    let vs = nn::VarStore::new(Device::cuda_if_available());
+    let vae = VqVae::new(&(vs.root() / "m"), &vq_config(cfg), true);
+    let mut state = resume_from(&vs, dir, resume)?;
+    let mut opt = nn::Adam::default().build(&vs, r.lr)?;
+    let warmup = (r.steps as f64 * r.warmup) as usize;
+    let mut loader = Loader::start(Source::new(cfg)?, r.batch, state.step, r.steps, cfg.data.loader_threads);
+    while state.step < r.steps {
+        let step = state.step;
+        let images = loader.next_batch()?.to_device(vs.device());
+        let lr = linear_cosine(step, warmup, r.steps, 0.0, r.lr, r.lr / 1e3);
+        opt.set_lr(lr);
+        let noise = log_cosine(step, r.steps, r.noise[0], r.noise[1]);
+        let alpha = cosine_linear(step, r.steps / 2, r.steps, 1.0, 0.0, 0.0);
+        let out = vae.forward(&images, noise, alpha, true);
+        let (loss, _) = stage1_loss(&images, &out);
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(TrainError::Diverged(value, step));
+        }
+        opt.zero_grad();
+        loss.backward();
+        opt.clip_grad_norm(r.clip);
+        opt.step();
+        state.step += 1;
+        if state.step % r.save_every.max(1) == 0 || state.step == r.steps {
+            save_run(&vs, dir, "last.pth", &state)?;
+        }
+        report(&StepReport { stage: 1, step: state.step, steps: r.steps, loss: value, lr, val: None });
+    }
+    Ok(dir.join("last.pth"))
+}
+
+/// The validation set: `n` generated images from a stream disjoint from the training one.
+pub fn validation_set(cfg: &TrainConfig) -> Vec<Sample> {
+    let g = Generated { count: cfg.data.val, seed: cfg.data.seed.wrapping_add(VAL_SEED_OFFSET), size: IMAGE_SIZE, ..Default::default() };
+    g.iter().collect()
+}
+
+/// Metrics of the model's masks on labelled samples (eval mode, no noise).
+pub fn validate(model: &SlateMsf, samples: &[Sample], device: Device) -> Summary {
+    let mut scores = vec![];
+    for chunk in samples.chunks(8) {
+        let batch = Tensor::stack(&chunk.iter().map(|s| image_tensor(&s.image)).collect::<Vec<_>>(), 0).to_device(device);
+        let out = tch::no_grad(|| model.encoder.forward(&batch, false));
+        let masks = out.masks.to_kind(Kind::Uint8).to_device(Device::Cpu);
+        for (i, s) in chunk.iter().enumerate() {
+            let m: Vec<u8> = Vec::try_from(masks.get(i as i64).flatten(0, -1)).expect("u8 masks");
+            let size = (m.len() as f64).sqrt() as usize;
+            scores.push(score(&m, &labels_in_model_view(&s.labels, size)));
+        }
+    }
+    summarize(&scores)
+}
+
+/// Options of stage 2 beyond the config.
+pub struct Stage2Options<'a> {
+    /// The stage-1 checkpoint (its `m.encode.*` / `m.quant.*` become the frozen `m.mediat.*`).
+    pub vae: &'a Path,
+    /// An upstream (or msf-train) checkpoint whose tensors of matching name and shape start
+    /// the model (e.g. the pretrained DINOv2 of a released SLATE-MSF).
+    pub init_from: Option<&'a Path>,
+    pub resume: bool,
+}
+
+/// Stage 2: SLATE-MSF. Writes `dir/last.pth` and `dir/best.pth` (highest validation FG-ARI), both
+/// exportable by `msf-export`, and returns the best one's path.
+pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: impl FnMut(&StepReport)) -> Result<PathBuf, TrainError> {
+    let problems = cfg.problems();
+    if !problems.is_empty() {
+        return Err(TrainError::Config(problems));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    tch::manual_seed(cfg.data.seed.wrapping_add(1) as i64);
+    let r = &cfg.stage2;
+    let vs = nn::VarStore::new(Device::cuda_if_available());
+    let mut model = SlateMsf::new(&vs.root(), &cfg.model_config(), &vq_config(cfg), &slate_config(cfg));
+    model.mediat_noise = r.mediat_noise;
+
+    if let Some(init) = opts.init_from {
+        let ck = read_checkpoint(init)?;
+        let vars = vs.variables();
+        let fits = |k: &String, v: &Vec<f32>| vars.get(k).is_some_and(|t| t.numel() == v.len() && t.size().iter().map(|&d| d as usize).eq(ck.info[k].shape.iter().copied()));
+        let taken: Vec<(&str, &[f32])> = ck.data.iter().filter(|(k, v)| fits(k, v)).map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        if taken.is_empty() {
+            return Err(TrainError::Incompatible { path: init.to_path_buf(), reason: "no tensor of it fits this model (names and shapes differ)".into() });
+        }
+        load_weights(&vs, taken)?;
+    }
+    // The stage-1 VQ-VAE, renamed into the model (upstream's ckpt_map).
+    let ck = read_checkpoint(opts.vae)?;
+    let renamed: Vec<(String, &[f32])> = ck
+        .data
+        .iter()
+        .filter_map(|(k, v)| {
+            let k = k.strip_prefix("m.encode.").map(|r| format!("m.mediat.encode.{r}")).or_else(|| k.strip_prefix("m.quant.").map(|r| format!("m.mediat.quant.{r}")))?;
+            Some((k, v.as_slice()))
+        })
+        .collect();
+    let missing: Vec<String> = vs.variables().keys().filter(|k| k.starts_with("m.mediat.") && !renamed.iter().any(|(n, _)| n == *k)).cloned().collect();
+    if !missing.is_empty() {
+        return Err(TrainError::Incompatible { path: opts.vae.to_path_buf(), reason: format!("not a stage-1 checkpoint for this config (lacks {})", missing.join(", ")) });
+    }
+    load_weights(&vs, renamed.iter().map(|(k, v)| (k.as_str(), *v)))?;
+
+    let mut state = resume_from(&vs, dir, opts.resume)?;
+    for (k, v) in vs.variables() {
+        if k.starts_with("m.mediat.") || (r.freeze_backbone && k.starts_with("m.encode_backbone.")) {
+            let _ = v.set_requires_grad(false);
+        }
+    }
+    let mut opt = nn::Adam::default().build(&vs, r.lr)?;
+    let warmup = (r.steps as f64 * r.warmup) as usize;
+    let val = validation_set(cfg);
+    let mut loader = Loader::start(Source::new(cfg)?, r.batch, state.step, r.steps, cfg.data.loader_threads);
+    while state.step < r.steps {
+        let step = state.step;
+        let images = loader.next_batch()?.to_device(vs.device());
+        let lr = linear_cosine(step, warmup, r.steps, 0.0, r.lr, r.lr / 1e3);
+        opt.set_lr(lr);
+        let out = model.stage2(&images, true);
+        let value = out.loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(TrainError::Diverged(value, step));
+        }
+        opt.zero_grad();
+        out.loss.backward();
+        opt.clip_grad_norm(r.clip);
+        opt.step();
+        state.step += 1;
+        let done = state.step == r.steps;
+        let summary = ((state.step % r.val_every.max(1) == 0 || done) && !val.is_empty()).then(|| validate(&model, &val, vs.device()));
+        if let Some(fg) = summary.and_then(|s| s.fg_ari) {
+            if state.best_fg_ari.is_none_or(|b| fg > b) {
+                state.best_fg_ari = Some(fg);
+                save_var_store(&vs, &dir.join("best.pth"))?;
+            }
+        }
+        if state.step % r.save_every.max(1) == 0 || done {
+            save_run(&vs, dir, "last.pth", &state)?;
+        }
+        report(&StepReport { stage: 2, step: state.step, steps: r.steps, loss: value, lr, val: summary });
+    }
+    let best = dir.join("best.pth");
+    Ok(if best.is_file() { best } else { dir.join("last.pth") })
+}

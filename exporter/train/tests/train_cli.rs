@@ -1,0 +1,90 @@
+//! msf-train used as a user would: both stages on generated data with a small config, resume,
+//! export, and the exported model scored by msf-eval exactly as the trainer's own validation
+//! (same held-out images: tch and the ONNX model through msf-runtime give the same masks).
+#![cfg(feature = "tch")]
+
+use msf_tests::{run, temp_dir, Run};
+use serde_json::Value;
+use std::path::Path;
+
+fn msf_train(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Run {
+    run(Path::new(env!("CARGO_BIN_EXE_msf-train")), args.iter().map(|a| a.as_ref()))
+}
+
+fn msf_eval(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Run {
+    run(Path::new(env!("CARGO_BIN_EXE_msf-eval")), args.iter().map(|a| a.as_ref()))
+}
+
+/// The last line of a run log with validation metrics.
+fn last_validation(log: &Path) -> Value {
+    let text = std::fs::read_to_string(log).unwrap();
+    let line = text.lines().rev().find(|l| l.contains("\"fg_ari\"")).expect("a validation in the log");
+    serde_json::from_str::<Value>(line).unwrap()["val"].clone()
+}
+
+#[test]
+fn two_stages_resume_export_and_score_like_msf_eval() {
+    let dir = temp_dir("train-cli");
+    let out = dir.path().join("run");
+    // The small preset, with 8 validation images to keep the test short.
+    let preset = msf_train(&[&"config", &"small"]);
+    preset.assert_ok();
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, preset.stdout.replace("val = 64", "val = 8")).unwrap();
+
+    let o = msf_train(&[&"stage2", &"--config", &config, &"--out", &out, &"--steps", &"2"]);
+    o.assert_code(1);
+    assert!(o.stderr.contains("no stage-1 checkpoint") && o.stderr.contains("msf-train stage1"), "{}", o.transcript());
+
+    msf_train(&[&"stage1", &"--config", &config, &"--out", &out, &"--steps", &"4", &"--batch", &"2", &"-q"]).assert_ok();
+    assert!(out.join("stage1/last.pth").is_file());
+    assert_eq!(std::fs::read_to_string(out.join("stage1/log.jsonl")).unwrap().lines().count(), 4);
+
+    // Stage 2 in two parts: 3 steps, then --resume to 6.
+    msf_train(&[&"stage2", &"--config", &config, &"--out", &out, &"--steps", &"3", &"--batch", &"2", &"-q"]).assert_ok();
+    let state: Value = serde_json::from_slice(&std::fs::read(out.join("stage2/state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 3);
+    let onnx = dir.path().join("slate.onnx");
+    let o = msf_train(&[&"stage2", &"--config", &config, &"--out", &out, &"--steps", &"6", &"--batch", &"2", &"--resume", &"-q", &"--export", &onnx]);
+    o.assert_ok();
+    assert!(o.stderr.contains("validation FG-ARI"), "{}", o.transcript());
+    let state: Value = serde_json::from_slice(&std::fs::read(out.join("stage2/state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 6);
+    assert_eq!(std::fs::read_to_string(out.join("stage2/log.jsonl")).unwrap().lines().count(), 6, "the resumed run appends to the log");
+    assert!(out.join("stage2/best.pth").is_file() && onnx.is_file());
+
+    // The trainer validates on generated images of seed + 1000003: msf-eval on the exported
+    // model over those images gives the same numbers.
+    let val = last_validation(&out.join("stage2/log.jsonl"));
+    let json = dir.path().join("eval.json");
+    msf_eval(&[&"--onnx", &onnx, &"--generated", &"8", &"--seed", &"1000003", &"--json", &json, &"-q"]).assert_ok();
+    let eval: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // best.pth (exported) is the checkpoint of the best validation: compare with that one.
+    let best = state["best_fg_ari"].as_f64().unwrap();
+    let fg = eval["summary"]["fg_ari"].as_f64().unwrap();
+    // Near-tie pixels may flip between libtorch and tract: a few pixels of 8×65536 move a metric by < 1e-3.
+    assert!((fg - best).abs() < 1e-3, "msf-eval FG-ARI {fg} vs the trainer's best {best}");
+    if (val["fg_ari"].as_f64().unwrap() - best).abs() < 1e-12 {
+        for m in ["ari", "mbo", "miou"] {
+            let (a, b) = (eval["summary"][m].as_f64().unwrap(), val[m].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-3, "{m}: msf-eval {a} vs trainer {b}");
+        }
+    }
+    msf_tests::note(format!("msf-train: 4 + 6 steps, resumed; exported best FG-ARI {best:.4} = msf-eval {fg:.4}"));
+}
+
+#[test]
+fn bad_configs_are_refused_with_the_reason() {
+    let dir = temp_dir("train-bad");
+    let config = dir.path().join("bad.toml");
+    let preset = msf_train(&[&"config", &"small"]);
+    std::fs::write(&config, preset.stdout.replace("embed_dim = 64", "embed_dim = 100").replace("[stage1]", "[stage1]\nstepz = 1")).unwrap();
+    let o = msf_train(&[&"stage1", &"--config", &config, &"--out", &dir.path().join("o")]);
+    o.assert_code(1);
+    assert!(o.stderr.contains("stepz"), "{}", o.transcript());
+    std::fs::write(&config, preset.stdout.replace("embed_dim = 64", "embed_dim = 100")).unwrap();
+    let o = msf_train(&[&"stage1", &"--config", &config, &"--out", &dir.path().join("o")]);
+    o.assert_code(1);
+    assert!(o.stderr.contains("embed_dim 100"), "{}", o.transcript());
+    assert!(!dir.path().join("o").exists(), "nothing written for a refused config");
+}
