@@ -26,8 +26,16 @@ pub struct DataConfig {
     /// Held-out generated images (another seed stream) for the validation metrics.
     pub val: usize,
     pub seed: u64,
+    /// Side of the training images. 256 is upstream's (and the exported model's input); smaller
+    /// trains faster (the VQ-VAE's token grid is size/16). Validation always runs at 256.
+    #[serde(default = "default_size")]
+    pub size: u32,
     /// Threads that decode / generate and normalise batches ahead of the trainer.
     pub loader_threads: usize,
+}
+
+fn default_size() -> u32 {
+    256
 }
 
 /// Sizes of every part; head counts follow upstream (ViT heads of width 64).
@@ -87,7 +95,7 @@ impl TrainConfig {
     /// Upstream's COCO setting (SLATE-MSF, spec §3): ViT-S/14, 7 slots of 256, C = 256.
     pub fn coco() -> TrainConfig {
         TrainConfig {
-            data: DataConfig { folder: None, generated: 100_000, val: 500, seed: 0, loader_threads: 4 },
+            data: DataConfig { folder: None, generated: 100_000, val: 500, seed: 0, size: 256, loader_threads: 4 },
             model: ModelSizes {
                 embed_dim: 384,
                 depth: 12,
@@ -125,7 +133,7 @@ impl TrainConfig {
     /// of 64, a 16-channel VQ-VAE with 64 codes, a 2-layer decoder.
     pub fn small() -> TrainConfig {
         TrainConfig {
-            data: DataConfig { folder: None, generated: 4000, val: 64, seed: 0, loader_threads: 1 },
+            data: DataConfig { folder: None, generated: 4000, val: 64, seed: 0, size: 128, loader_threads: 1 },
             model: ModelSizes {
                 embed_dim: 64,
                 depth: 2,
@@ -201,6 +209,9 @@ impl TrainConfig {
         }
         if m.codes >> 2 == 0 {
             p.push(format!("model.codes {} must be at least 4 (scale 2 has codes/4)", m.codes));
+        }
+        if self.data.size < 32 || self.data.size % 16 != 0 {
+            p.push(format!("data.size {} must be a multiple of 16, at least 32", self.data.size));
         }
         for (name, v) in [("stage1.batch", self.stage1.batch), ("stage2.batch", self.stage2.batch), ("stage1.steps", self.stage1.steps), ("stage2.steps", self.stage2.steps)] {
             if v == 0 {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
-/// Side of the training images: upstream's 256 (the exported model's input).
+/// Side of the validation images: upstream's 256, the exported model's input.
 pub const IMAGE_SIZE: u32 = 256;
 /// Offset of the validation stream in the generated dataset's seeds (disjoint from training).
 const VAL_SEED_OFFSET: u64 = 1_000_003;
@@ -79,31 +79,39 @@ fn read_checkpoint(path: &Path) -> Result<checkpoint::Checkpoint, TrainError> {
 #[derive(Clone)]
 enum Source {
     Generated(Generated),
-    Folder(Folder),
+    /// A folder, and the side its images are resized to.
+    Folder(Folder, u32),
 }
 
 impl Source {
     fn new(cfg: &TrainConfig) -> Result<Source, TrainError> {
         Ok(match &cfg.data.folder {
-            Some(dir) => Source::Folder(Folder::open(dir)?),
+            Some(dir) => Source::Folder(Folder::open(dir)?, cfg.data.size),
             None => {
-                let g = Generated { count: cfg.data.generated.max(1), seed: cfg.data.seed, size: IMAGE_SIZE, ..Default::default() };
+                let g = Generated { count: cfg.data.generated.max(1), seed: cfg.data.seed, size: cfg.data.size, ..Default::default() };
                 g.validate()?;
                 Source::Generated(g)
             }
         })
     }
 
+    fn size(&self) -> u32 {
+        match self {
+            Source::Generated(g) => g.size,
+            Source::Folder(_, size) => *size,
+        }
+    }
+
     fn image(&self, index: usize) -> Result<image::RgbImage, TrainError> {
         Ok(match self {
             Source::Generated(g) => g.sample(index % g.count).image,
-            Source::Folder(f) => {
+            Source::Folder(f, size) => {
                 let path = &f.images[index % f.len()];
                 let img = image::open(path).map_err(|e| TrainError::Io { path: path.clone(), source: std::io::Error::other(e) })?.to_rgb8();
                 // Upstream's eval crop: the centre square, resized to the training size.
                 let s = img.width().min(img.height());
                 let crop = image::imageops::crop_imm(&img, (img.width() - s) / 2, (img.height() - s) / 2, s, s).to_image();
-                image::imageops::resize(&crop, IMAGE_SIZE, IMAGE_SIZE, image::imageops::FilterType::Triangle)
+                image::imageops::resize(&crop, *size, *size, image::imageops::FilterType::Triangle)
             }
         })
     }
@@ -116,17 +124,19 @@ struct Loader {
     pending: BTreeMap<usize, Result<Vec<f32>, String>>,
     next: usize,
     batch: usize,
+    size: u32,
 }
 
 impl Loader {
     fn start(source: Source, batch: usize, start: usize, end: usize, threads: usize) -> Loader {
         let threads = threads.max(1);
+        let size = source.size();
         let (tx, rx) = mpsc::sync_channel(2 * threads);
         for t in 0..threads {
             let (tx, source) = (tx.clone(), source.clone());
             std::thread::spawn(move || {
                 for step in (start + t..end).step_by(threads) {
-                    let mut data = Vec::with_capacity(batch * 3 * (IMAGE_SIZE * IMAGE_SIZE) as usize);
+                    let mut data = Vec::with_capacity(batch * 3 * (size * size) as usize);
                     let made = (0..batch).try_for_each(|j| {
                         let img = source.image(step * batch + j).map_err(|e| e.to_string())?;
                         data.extend(Vec::<f32>::try_from(image_tensor(&img).flatten(0, -1)).map_err(|e| e.to_string())?);
@@ -138,7 +148,7 @@ impl Loader {
                 }
             });
         }
-        Loader { rx, pending: BTreeMap::new(), next: start, batch }
+        Loader { rx, pending: BTreeMap::new(), next: start, batch, size }
     }
 
     fn next_batch(&mut self) -> Result<Tensor, TrainError> {
@@ -146,7 +156,7 @@ impl Loader {
             if let Some(b) = self.pending.remove(&self.next) {
                 self.next += 1;
                 let data = b.map_err(|reason| TrainError::Incompatible { path: PathBuf::from("<data>"), reason })?;
-                let s = IMAGE_SIZE as i64;
+                let s = self.size as i64;
                 return Ok(Tensor::from_slice(&data).view([self.batch as i64, 3, s, s]));
             }
             let (step, b) = self.rx.recv().map_err(|_| TrainError::Incompatible { path: PathBuf::from("<data>"), reason: "the loader stopped".into() })?;
@@ -162,7 +172,9 @@ fn vq_config(cfg: &TrainConfig) -> VqVaeConfig {
 
 fn slate_config(cfg: &TrainConfig) -> SlateConfig {
     let m = &cfg.model;
-    SlateConfig { dim: m.slot_dim, layers: m.decoder_layers, heads: m.decoder_heads, ffn_dim: m.decoder_ffn, tokens: 256, codes: m.codes }
+    // One token per 16×16 pixels of the training image (the VQ-VAE's scale-0 grid).
+    let grid = (cfg.data.size / 16) as usize;
+    SlateConfig { dim: m.slot_dim, layers: m.decoder_layers, heads: m.decoder_heads, ffn_dim: m.decoder_ffn, tokens: grid * grid, codes: m.codes }
 }
 
 fn state_path(dir: &Path) -> PathBuf {
