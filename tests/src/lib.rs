@@ -122,6 +122,24 @@ impl AsRef<Path> for FixtureModel {
     }
 }
 
+/// `key → shape` of one of upstream's key dumps (`<fixtures>/../spec/keys/<name>`, one
+/// `key<TAB>[d, …]<TAB>dtype` line per tensor of the real module), or `None` if it is absent.
+pub fn upstream_key_dump(name: &str) -> Option<std::collections::BTreeMap<String, Vec<usize>>> {
+    let text = std::fs::read_to_string(fixtures_dir().join("../spec/keys").join(name)).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let mut f = l.split('\t');
+                let key = f.next().unwrap_or_default().to_string();
+                let dims = f.next().unwrap_or_default().trim_matches(['[', ']']);
+                let shape = dims.split(',').filter(|d| !d.trim().is_empty()).map(|d| d.trim().parse().expect("a dimension")).collect();
+                (key, shape)
+            })
+            .collect(),
+    )
+}
+
 /// `<fixtures>/images/<name>` (real photos: `motorcycle_left.png`, `hubble_deep_field.jpg`, …).
 pub fn fixture_image(name: &str) -> PathBuf {
     let p = fixtures_dir().join("images").join(name);

@@ -14,19 +14,10 @@ use msf_train::nn::vqvae::VqVaeConfig;
 use std::collections::BTreeMap;
 use tch::{nn, nn::OptimizerConfig, Device, Tensor};
 
+/// An upstream key dump as the exporter's `TensorInfo` map (what its shape inference reads).
 fn tsv(name: &str) -> Option<BTreeMap<String, checkpoint::TensorInfo>> {
-    let text = std::fs::read_to_string(msf_tests::fixtures_dir().join("../spec/keys").join(name)).ok()?;
-    Some(
-        text.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let mut f = l.split('\t');
-                let key = f.next().unwrap().to_string();
-                let shape = f.next().unwrap().trim_matches(['[', ']']).split(',').filter(|d| !d.trim().is_empty()).map(|d| d.trim().parse().unwrap()).collect();
-                (key, checkpoint::TensorInfo { shape, dtype: checkpoint::DType::F32 })
-            })
-            .collect(),
-    )
+    let dump = msf_tests::upstream_key_dump(name)?;
+    Some(dump.into_iter().map(|(k, shape)| (k, checkpoint::TensorInfo { shape, dtype: checkpoint::DType::F32 })).collect())
 }
 
 fn shapes(vs: &nn::VarStore) -> BTreeMap<String, Vec<usize>> {

@@ -12,19 +12,8 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 /// `key → shape` of an upstream key dump, for keys starting with `prefix`.
 fn upstream_keys(tsv: &str, prefix: &str) -> Option<BTreeMap<String, Vec<i64>>> {
-    let path = msf_tests::fixtures_dir().join("../spec/keys").join(tsv);
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .map(|l| {
-                let mut f = l.split('\t');
-                let key = f.next().unwrap().to_string();
-                let shape = f.next().unwrap().trim_matches(['[', ']']).split(',').filter(|d| !d.trim().is_empty()).map(|d| d.trim().parse().unwrap()).collect();
-                (key, shape)
-            })
-            .collect(),
-    )
+    let dump = msf_tests::upstream_key_dump(tsv)?;
+    Some(dump.into_iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, s)| (k, s.into_iter().map(|d| d as i64).collect())).collect())
 }
 
 fn var_shapes(vs: &nn::VarStore) -> BTreeMap<String, Vec<i64>> {

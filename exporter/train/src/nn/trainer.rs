@@ -165,6 +165,20 @@ impl Loader {
     }
 }
 
+/// One optimiser step on `loss` (gradient clipped to `clip`); its value, or an error if it is
+/// not finite (nothing is applied then).
+fn optimise(opt: &mut nn::Optimizer, loss: &Tensor, clip: f64, step: usize) -> Result<f64, TrainError> {
+    let value = loss.double_value(&[]);
+    if !value.is_finite() {
+        return Err(TrainError::Diverged(value, step));
+    }
+    opt.zero_grad();
+    loss.backward();
+    opt.clip_grad_norm(clip);
+    opt.step();
+    Ok(value)
+}
+
 fn vq_config(cfg: &TrainConfig) -> VqVaeConfig {
     let m = &cfg.model;
     VqVaeConfig { code_dim: m.code_dim, codes: m.codes, codebook_dim: m.codebook_dim, scales: 3, channels: m.vae_channels }
@@ -228,14 +242,7 @@ pub fn stage1(cfg: &TrainConfig, dir: &Path, resume: bool, mut report: impl FnMu
         let alpha = cosine_linear(step, r.steps / 2, r.steps, 1.0, 0.0, 0.0);
         let out = vae.forward(&images, noise, alpha, true);
         let (loss, _) = stage1_loss(&images, &out);
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            return Err(TrainError::Diverged(value, step));
-        }
-        opt.zero_grad();
-        loss.backward();
-        opt.clip_grad_norm(r.clip);
-        opt.step();
+        let value = optimise(&mut opt, &loss, r.clip, step)?;
         state.step += 1;
         if state.step % r.save_every.max(1) == 0 || state.step == r.steps {
             save_run(&vs, dir, "last.pth", &state)?;
@@ -333,14 +340,7 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
         let lr = linear_cosine(step, warmup, r.steps, 0.0, r.lr, r.lr / 1e3);
         opt.set_lr(lr);
         let out = model.stage2(&images, true);
-        let value = out.loss.double_value(&[]);
-        if !value.is_finite() {
-            return Err(TrainError::Diverged(value, step));
-        }
-        opt.zero_grad();
-        out.loss.backward();
-        opt.clip_grad_norm(r.clip);
-        opt.step();
+        let value = optimise(&mut opt, &out.loss, r.clip, step)?;
         state.step += 1;
         let done = state.step == r.steps;
         let summary = ((state.step % r.val_every.max(1) == 0 || done) && !val.is_empty()).then(|| validate(&model, &val, vs.device()));
