@@ -129,8 +129,8 @@ impl TrainConfig {
         }
     }
 
-    /// A small setting for a 2-core CPU: one 64-wide ViT block on 8×8 patches of 8 px, 5 slots
-    /// of 64, a 16-channel VQ-VAE with 64 codes, a 2-layer decoder.
+    /// A small setting for a 2-core CPU: a 2-block, 64-wide ViT on 16×16 patches of 8 px, 5
+    /// slots of 64, a 16-channel VQ-VAE with 64 codes, a 2-layer decoder, 128 px training images.
     pub fn small() -> TrainConfig {
         TrainConfig {
             data: DataConfig { folder: None, generated: 4000, val: 64, seed: 0, size: 128, loader_threads: 1 },
@@ -139,7 +139,7 @@ impl TrainConfig {
                 depth: 2,
                 mlp_dim: 256,
                 patch: 8,
-                grid: 8,
+                grid: 16,
                 slots: 5,
                 slot_dim: 64,
                 slot_ffn: 256,
@@ -152,7 +152,7 @@ impl TrainConfig {
                 decoder_heads: 4,
                 decoder_ffn: 256,
             },
-            stage1: Stage1Recipe { steps: 600, batch: 16, lr: 2e-3, warmup: 0.05, clip: 1.0, noise: [1.0, 2.0], save_every: 100 },
+            stage1: Stage1Recipe { steps: 300, batch: 16, lr: 2e-3, warmup: 0.05, clip: 1.0, noise: [1.0, 2.0], save_every: 100 },
             stage2: Stage2Recipe {
                 steps: 1500,
                 batch: 16,

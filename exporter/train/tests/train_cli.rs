@@ -50,7 +50,9 @@ fn two_stages_resume_export_and_score_like_msf_eval() {
     assert!(o.stderr.contains("validation FG-ARI"), "{}", o.transcript());
     let state: Value = serde_json::from_slice(&std::fs::read(out.join("stage2/state.json")).unwrap()).unwrap();
     assert_eq!(state["step"], 6);
-    assert_eq!(std::fs::read_to_string(out.join("stage2/log.jsonl")).unwrap().lines().count(), 6, "the resumed run appends to the log");
+    let log = std::fs::read_to_string(out.join("stage2/log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 7, "the untrained model's validation, 6 steps (the resumed run appends)");
+    assert!(log.lines().next().unwrap().contains("\"step\":0"), "{log}");
     assert!(out.join("stage2/best.pth").is_file() && onnx.is_file());
 
     // The trainer validates on generated images of seed + 1000003: msf-eval on the exported

@@ -150,7 +150,8 @@ impl Reporter {
         let _ = writeln!(self.log, "{}", serde_json::to_string(r).expect("report serialises"));
         if let Some(v) = &r.val {
             let f = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{x:.4}"));
-            let line = format!("stage {} step {}/{}: loss {:.4}; validation FG-ARI {} ARI {} mBO {} mIoU {}", r.stage, r.step, r.steps, r.loss, f(v.fg_ari), f(v.ari), f(v.mbo), f(v.miou));
+            let at = if r.step == 0 { "before training".to_string() } else { format!("step {}/{}: loss {:.4};", r.step, r.steps, r.loss) };
+            let line = format!("stage {} {at} validation FG-ARI {} ARI {} mBO {} mIoU {}", r.stage, f(v.fg_ari), f(v.ari), f(v.mbo), f(v.miou));
             if self.quiet {
                 eprintln!("msf-train: {line}");
             } else {

@@ -54,6 +54,7 @@ pub struct StepReport {
     pub stage: u8,
     pub step: usize,
     pub steps: usize,
+    /// NaN (JSON null) for the validation before the first step.
     pub loss: f64,
     pub lr: f64,
     /// Validation metrics, on the steps that ran them.
@@ -333,6 +334,11 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
     let mut opt = nn::Adam::default().build(&vs, r.lr)?;
     let warmup = (r.steps as f64 * r.warmup) as usize;
     let val = validation_set(cfg);
+    if state.step == 0 && !val.is_empty() {
+        // The untrained model's metrics: the floor training must rise above.
+        let summary = validate(&model, &val, vs.device());
+        report(&StepReport { stage: 2, step: 0, steps: r.steps, loss: f64::NAN, lr: 0.0, val: Some(summary) });
+    }
     let mut loader = Loader::start(Source::new(cfg)?, r.batch, state.step, r.steps, cfg.data.loader_threads);
     while state.step < r.steps {
         let step = state.step;
