@@ -57,6 +57,20 @@ pub fn score_model(decomposer: &Decomposer, sample: &Sample) -> msf_runtime::Res
     Ok(score(&d.mask, &labels_in_model_view(&sample.labels, d.mask_size)))
 }
 
+/// A checkpoint (upstream's or msf-train's) scored through the tch forward, on the runtime's
+/// preprocessing of the sample (centre crop, antialiased resize to 256, normalise).
+#[cfg(feature = "tch")]
+pub fn score_checkpoint(encoder: &crate::nn::Encoder, sample: &Sample) -> msf_runtime::Result<Scores> {
+    let view = ImageView::from_rgb_image(&sample.image)?;
+    let input = msf_runtime::preprocess(&view, &encoder.preprocess)?;
+    let s = encoder.preprocess.image_size as i64;
+    let x = tch::Tensor::from_slice(&input).view([1, 3, s, s]);
+    let out = tch::no_grad(|| encoder.forward(&x, false));
+    let mask: Vec<u8> = Vec::try_from(out.masks.to_kind(tch::Kind::Uint8).flatten(0, -1)).expect("u8 masks");
+    let size = out.masks.size()[1] as usize;
+    Ok(score(&mask, &labels_in_model_view(&sample.labels, size)))
+}
+
 pub fn score_baseline(baseline: Baseline, slots: usize, size: usize, sample: &Sample) -> Scores {
     score(&baseline.predict(size, slots), &labels_in_model_view(&sample.labels, size))
 }

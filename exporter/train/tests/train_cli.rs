@@ -72,7 +72,16 @@ fn two_stages_resume_export_and_score_like_msf_eval() {
             assert!((a - b).abs() < 1e-3, "{m}: msf-eval {a} vs trainer {b}");
         }
     }
-    msf_tests::note(format!("msf-train: 4 + 6 steps, resumed; exported best FG-ARI {best:.4} = msf-eval {fg:.4}"));
+    // The checkpoint itself, scored through the tch forward, agrees with its export.
+    let ckpt_json = dir.path().join("eval-ckpt.json");
+    msf_eval(&[&"--ckpt", &out.join("stage2/best.pth"), &"--generated", &"8", &"--seed", &"1000003", &"--json", &ckpt_json, &"-q"]).assert_ok();
+    let by_ckpt: Value = serde_json::from_slice(&std::fs::read(&ckpt_json).unwrap()).unwrap();
+    assert_eq!(by_ckpt["backend"], "tch");
+    for m in ["fg_ari", "ari", "mbo", "miou"] {
+        let (a, b) = (by_ckpt["summary"][m].as_f64().unwrap(), eval["summary"][m].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-3, "{m}: checkpoint (tch) {a} vs export (tract) {b}");
+    }
+    msf_tests::note(format!("msf-train: 4 + 6 steps, resumed; exported best FG-ARI {best:.4} = msf-eval {fg:.4} (ONNX) = {:.4} (checkpoint, tch)", by_ckpt["summary"]["fg_ari"].as_f64().unwrap()));
 }
 
 #[test]

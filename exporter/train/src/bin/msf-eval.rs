@@ -33,8 +33,12 @@ struct Cli {
     /// The exported model (msf-export output).
     #[arg(long, value_name = "MODEL.onnx")]
     onnx: Option<PathBuf>,
+    /// Score a checkpoint (upstream's or msf-train's) through the tch forward instead of an
+    /// ONNX model (needs a build with `--features tch`).
+    #[arg(long, value_name = "PTH", conflicts_with = "onnx")]
+    ckpt: Option<PathBuf>,
     /// Score a baseline instead of a model (`one`: a single segment; `grid`: a fixed grid of --slots cells).
-    #[arg(long, value_enum, conflicts_with = "onnx")]
+    #[arg(long, value_enum, conflicts_with_all = ["onnx", "ckpt"])]
     baseline: Option<Baseline>,
     /// Number of segments of the grid baseline.
     #[arg(long, default_value_t = 7, value_name = "K")]
@@ -107,6 +111,45 @@ struct ImageScores<'a> {
     scores: Scores,
 }
 
+/// A checkpoint loaded for the tch forward.
+#[cfg(feature = "tch")]
+struct Checkpoint {
+    _vs: tch::nn::VarStore,
+    encoder: msf_train::nn::Encoder,
+}
+
+#[cfg(feature = "tch")]
+impl Checkpoint {
+    fn score(&self, sample: &Sample) -> Result<Scores> {
+        Ok(msf_train::eval::score_checkpoint(&self.encoder, sample)?)
+    }
+}
+
+#[cfg(feature = "tch")]
+fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
+    use msf_exporter::{checkpoint, spec};
+    let ck = checkpoint::load(path, &checkpoint::Limits::default(), &spec::wants_data).with_context(|| format!("reading {}", path.display()))?;
+    let spec = spec::build_spec(ck, &spec::SpecOptions::default()).with_context(|| format!("{}", path.display()))?;
+    let (_vs, encoder) = msf_train::nn::Encoder::from_spec(&spec, tch::Device::cuda_if_available()).with_context(|| format!("{}", path.display()))?;
+    Ok(Checkpoint { _vs, encoder })
+}
+
+/// Without libtorch there is no checkpoint forward; say how to get one.
+#[cfg(not(feature = "tch"))]
+enum Checkpoint {}
+
+#[cfg(not(feature = "tch"))]
+impl Checkpoint {
+    fn score(&self, _: &Sample) -> Result<Scores> {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "tch"))]
+fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
+    bail!("scoring {} needs the tch forward: this msf-eval was built without the `tch` feature (use --onnx with an export, or rebuild with --features tch)", path.display())
+}
+
 #[derive(Serialize)]
 struct Report<'a> {
     model: Option<&'a Path>,
@@ -161,17 +204,22 @@ fn run(cli: &Cli) -> Result<()> {
         }
         None => None,
     };
-    if decomposer.is_none() && cli.baseline.is_none() && cli.save_data.is_none() {
-        bail!("nothing to score: give --onnx MODEL.onnx or --baseline one|grid");
+    let checkpoint = match &cli.ckpt {
+        Some(path) => Some(load_checkpoint(path)?),
+        None => None,
+    };
+    if decomposer.is_none() && checkpoint.is_none() && cli.baseline.is_none() && cli.save_data.is_none() {
+        bail!("nothing to score: give --onnx MODEL.onnx, --ckpt best.pth or --baseline one|grid");
     }
     if dataset.len() == 0 {
         bail!("the dataset is empty");
     }
 
-    let what = match (&cli.onnx, cli.baseline) {
-        (Some(p), _) => format!("{} ({})", p.display(), decomposer.as_ref().map_or("", |d| d.backend_name())),
-        (None, Some(b)) => format!("the {} baseline", format!("{b:?}").to_lowercase()),
-        (None, None) => "nothing".into(),
+    let what = match (&cli.onnx, &cli.ckpt, cli.baseline) {
+        (Some(p), _, _) => format!("{} ({})", p.display(), decomposer.as_ref().map_or("", |d| d.backend_name())),
+        (None, Some(p), _) => format!("{} (tch)", p.display()),
+        (None, None, Some(b)) => format!("the {} baseline", format!("{b:?}").to_lowercase()),
+        (None, None, None) => "nothing".into(),
     };
     if !cli.quiet {
         eprintln!("msf-eval: {what} on {}", dataset.describe());
@@ -183,10 +231,11 @@ fn run(cli: &Cli) -> Result<()> {
         if let Some(dir) = &cli.save_data {
             save_sample(dir, &sample)?;
         }
-        let scores = match (&decomposer, cli.baseline) {
-            (Some(d), _) => Some(score_model(d, &sample).with_context(|| format!("decomposing {}", sample.name))?),
-            (None, Some(b)) => Some(score_baseline(b, cli.slots, 256, &sample)),
-            (None, None) => None,
+        let scores = match (&decomposer, &checkpoint, cli.baseline) {
+            (Some(d), _, _) => Some(score_model(d, &sample).with_context(|| format!("decomposing {}", sample.name))?),
+            (None, Some(c), _) => Some(c.score(&sample).with_context(|| format!("decomposing {}", sample.name))?),
+            (None, None, Some(b)) => Some(score_baseline(b, cli.slots, 256, &sample)),
+            (None, None, None) => None,
         };
         if let Some(s) = scores {
             scored.push((sample.name, s));
@@ -221,9 +270,9 @@ fn run(cli: &Cli) -> Result<()> {
 
     if let Some(path) = &cli.json {
         let report = Report {
-            model: cli.onnx.as_deref(),
+            model: cli.onnx.as_deref().or(cli.ckpt.as_deref()),
             baseline: cli.baseline.map(|b| format!("{b:?}").to_lowercase()),
-            backend: decomposer.as_ref().map(|d| d.backend_name()),
+            backend: decomposer.as_ref().map(|d| d.backend_name()).or(checkpoint.as_ref().map(|_| "tch")),
             dataset: dataset.describe(),
             summary,
             images: scored.iter().map(|(name, scores)| ImageScores { name, scores: *scores }).collect(),
