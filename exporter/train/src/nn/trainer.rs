@@ -46,6 +46,8 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error("the loss became {0} at step {1}: lower the learning rate")]
     Diverged(f64, usize),
+    #[error("loading training images: {0}")]
+    Loader(String),
 }
 
 /// What the caller hears after each step.
@@ -156,11 +158,11 @@ impl Loader {
         loop {
             if let Some(b) = self.pending.remove(&self.next) {
                 self.next += 1;
-                let data = b.map_err(|reason| TrainError::Incompatible { path: PathBuf::from("<data>"), reason })?;
+                let data = b.map_err(TrainError::Loader)?;
                 let s = self.size as i64;
                 return Ok(Tensor::from_slice(&data).view([self.batch as i64, 3, s, s]));
             }
-            let (step, b) = self.rx.recv().map_err(|_| TrainError::Incompatible { path: PathBuf::from("<data>"), reason: "the loader stopped".into() })?;
+            let (step, b) = self.rx.recv().map_err(|_| TrainError::Loader("the loader threads stopped".into()))?;
             self.pending.insert(step, b);
         }
     }

@@ -37,8 +37,12 @@ struct Block {
 impl Block {
     fn new(p: &nn::Path, ch: i64) -> Block {
         let conv = nn::ConvConfig { padding: 1, ..Default::default() };
+        // Upstream starts from pretrained TAESD weights; from scratch, a residual branch whose
+        // last conv starts at zero makes each block the identity at first, so that the deep
+        // ReLU stacks neither blow up nor die in the first steps.
+        let last = nn::ConvConfig { ws_init: nn::Init::Const(0.0), ..conv };
         let p = p / "conv";
-        Block { c0: nn::conv2d(&p / "0", ch, ch, 3, conv), c2: nn::conv2d(&p / "2", ch, ch, 3, conv), c4: nn::conv2d(&p / "4", ch, ch, 3, conv) }
+        Block { c0: nn::conv2d(&p / "0", ch, ch, 3, conv), c2: nn::conv2d(&p / "2", ch, ch, 3, conv), c4: nn::conv2d(&p / "4", ch, ch, 3, last) }
     }
     fn forward(&self, x: &Tensor) -> Tensor {
         let y = self.c4.forward(&self.c2.forward(&self.c0.forward(x).relu()).relu());
