@@ -152,17 +152,17 @@ impl TrainConfig {
                 decoder_heads: 4,
                 decoder_ffn: 256,
             },
-            stage1: Stage1Recipe { steps: 300, batch: 16, lr: 2e-3, warmup: 0.05, clip: 1.0, noise: [1.0, 2.0], save_every: 100 },
+            stage1: Stage1Recipe { steps: 600, batch: 16, lr: 2e-3, warmup: 0.05, clip: 1.0, noise: [1.0, 2.0], save_every: 100 },
             stage2: Stage2Recipe {
-                steps: 1500,
+                steps: 8000,
                 batch: 16,
                 lr: 1e-3,
                 warmup: 0.05,
                 clip: 1.0,
                 freeze_backbone: false,
                 mediat_noise: 5.0,
-                val_every: 250,
-                save_every: 250,
+                val_every: 1000,
+                save_every: 1000,
             },
         }
     }
