@@ -198,10 +198,10 @@ impl TrainConfig {
     pub fn problems(&self) -> Vec<String> {
         let m = &self.model;
         let mut p = vec![];
-        if m.embed_dim == 0 || m.embed_dim % VitConfig::HEAD_DIM != 0 {
+        if m.embed_dim == 0 || !m.embed_dim.is_multiple_of(VitConfig::HEAD_DIM) {
             p.push(format!("model.embed_dim {} must be a positive multiple of {} (ViT heads are {} wide)", m.embed_dim, VitConfig::HEAD_DIM, VitConfig::HEAD_DIM));
         }
-        if m.slot_dim % m.decoder_heads.max(1) != 0 {
+        if !m.slot_dim.is_multiple_of(m.decoder_heads.max(1)) {
             p.push(format!("model.slot_dim {} must divide into model.decoder_heads {}", m.slot_dim, m.decoder_heads));
         }
         if m.code_dim != m.slot_dim {
@@ -210,7 +210,7 @@ impl TrainConfig {
         if m.codes >> 2 == 0 {
             p.push(format!("model.codes {} must be at least 4 (scale 2 has codes/4)", m.codes));
         }
-        if self.data.size < 32 || self.data.size % 16 != 0 {
+        if self.data.size < 32 || !self.data.size.is_multiple_of(16) {
             p.push(format!("data.size {} must be a multiple of 16, at least 32", self.data.size));
         }
         for (name, v) in [("stage1.batch", self.stage1.batch), ("stage2.batch", self.stage2.batch), ("stage1.steps", self.stage1.steps), ("stage2.steps", self.stage2.steps)] {

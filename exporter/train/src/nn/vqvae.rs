@@ -54,7 +54,7 @@ impl Block {
 #[derive(Debug)]
 enum Layer {
     Conv(nn::Conv2D),
-    Block(Block),
+    Block(Box<Block>),
     Upsample,
 }
 
@@ -80,12 +80,12 @@ fn run(layers: &[Layer], x: &Tensor) -> Tensor {
 fn taesd_encoder(p: &nn::Path, ch: i64) -> Vec<Layer> {
     let pad = nn::ConvConfig { padding: 1, ..Default::default() };
     let down = nn::ConvConfig { padding: 1, stride: 2, bias: false, ..Default::default() };
-    let mut layers = vec![Layer::Conv(nn::conv2d(p / "0", 3, ch, 3, pad)), Layer::Block(Block::new(&(p / "1"), ch))];
+    let mut layers = vec![Layer::Conv(nn::conv2d(p / "0", 3, ch, 3, pad)), Layer::Block(Box::new(Block::new(&(p / "1"), ch)))];
     for stage in 0..3 {
         let base = 2 + stage * 4;
         layers.push(Layer::Conv(nn::conv2d(p / base, ch, ch, 3, down)));
         for b in 1..=3 {
-            layers.push(Layer::Block(Block::new(&(p / (base + b)), ch)));
+            layers.push(Layer::Block(Box::new(Block::new(&(p / (base + b)), ch))));
         }
     }
     layers
@@ -99,12 +99,12 @@ fn taesd_decoder(p: &nn::Path, ch: i64) -> Vec<Layer> {
     for stage in 0..3 {
         let base = stage * 5;
         for b in 0..3 {
-            layers.push(Layer::Block(Block::new(&(p / (base + b)), ch)));
+            layers.push(Layer::Block(Box::new(Block::new(&(p / (base + b)), ch))));
         }
         layers.push(Layer::Upsample);
         layers.push(Layer::Conv(nn::conv2d(p / (base + 4), ch, ch, 3, up_conv)));
     }
-    layers.push(Layer::Block(Block::new(&(p / 15), ch)));
+    layers.push(Layer::Block(Box::new(Block::new(&(p / 15), ch))));
     layers.push(Layer::Conv(nn::conv2d(p / 16, ch, 3, 3, nn::ConvConfig { padding: 1, ..Default::default() })));
     layers
 }
