@@ -272,6 +272,95 @@ impl Folder {
     }
 }
 
+/// COCO panoptic in upstream's layout (`datum/dataset_coco.py`): `DIR/<split>/<name>.jpg`,
+/// `DIR/annotations/panoptic_<split>.json` and `DIR/annotations/panoptic_<split>/<name>.png`
+/// (segment id = R + 256·G + 256²·B). Labels as upstream's instance mode: "thing" segments are
+/// the objects (1, 2, …), "stuff" merges into the background (0), unlabelled pixels are 255.
+#[derive(Clone, Debug)]
+pub struct CocoPanoptic {
+    pub root: PathBuf,
+    pub split: String,
+    images: Vec<CocoImage>,
+    isthing: std::collections::HashMap<u64, bool>,
+}
+
+#[derive(Clone, Debug)]
+struct CocoImage {
+    /// File stem shared by the JPEG and the panoptic PNG.
+    stem: String,
+    /// Segment id → category id.
+    segments: Vec<(u32, u64)>,
+}
+
+impl CocoPanoptic {
+    pub fn open(root: &Path, split: &str) -> Result<CocoPanoptic, DataError> {
+        let json_path = root.join("annotations").join(format!("panoptic_{split}.json"));
+        let err = |reason: String| DataError::Read { path: json_path.clone(), reason };
+        let text = std::fs::read(&json_path).map_err(|e| err(e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| err(e.to_string()))?;
+        let isthing = v["categories"]
+            .as_array()
+            .ok_or_else(|| err("no `categories` list".into()))?
+            .iter()
+            .filter_map(|c| Some((c["id"].as_u64()?, c["isthing"].as_u64()? == 1)))
+            .collect();
+        let mut images = vec![];
+        for a in v["annotations"].as_array().ok_or_else(|| err("no `annotations` list".into()))? {
+            let file = a["file_name"].as_str().ok_or_else(|| err("an annotation without `file_name`".into()))?;
+            let stem = file.rsplit_once('.').map_or(file, |(s, _)| s).to_string();
+            let segments = a["segments_info"]
+                .as_array()
+                .ok_or_else(|| err(format!("{file}: no `segments_info`")))?
+                .iter()
+                .filter_map(|s| Some((s["id"].as_u64()? as u32, s["category_id"].as_u64()?)))
+                .collect();
+            images.push(CocoImage { stem, segments });
+        }
+        images.sort_by(|a, b| a.stem.cmp(&b.stem));
+        if images.is_empty() {
+            return Err(DataError::Empty(root.to_path_buf()));
+        }
+        Ok(CocoPanoptic { root: root.to_path_buf(), split: split.to_string(), images, isthing })
+    }
+
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    pub fn load(&self, index: usize) -> Result<Sample, DataError> {
+        let entry = &self.images[index];
+        let image_path = self.root.join(&self.split).join(format!("{}.jpg", entry.stem));
+        let image = image::open(&image_path).map_err(|e| DataError::Read { path: image_path.clone(), reason: e.to_string() })?.to_rgb8();
+        let png = self.root.join("annotations").join(format!("panoptic_{}", self.split)).join(format!("{}.png", entry.stem));
+        let ids = image::open(&png).map_err(|e| DataError::Read { path: png.clone(), reason: e.to_string() })?.to_rgb8();
+        if ids.dimensions() != image.dimensions() {
+            let ((mw, mh), (iw, ih)) = (ids.dimensions(), image.dimensions());
+            return Err(DataError::SizeMismatch { mask: png, mw, mh, iw, ih });
+        }
+        // Things in segment-id order become 1, 2, …; stuff is background; id 0 is unlabelled.
+        let mut things: Vec<u32> = entry.segments.iter().filter(|(_, c)| self.isthing.get(c).copied().unwrap_or(false)).map(|(id, _)| *id).collect();
+        things.sort_unstable();
+        if things.len() > 254 {
+            return Err(DataError::Read { path: png, reason: format!("{} thing segments (at most 254 fit a label map)", things.len()) });
+        }
+        let label_of: std::collections::HashMap<u32, u8> = entry
+            .segments
+            .iter()
+            .map(|(id, _)| (*id, things.binary_search(id).map_or(0, |i| i as u8 + 1)))
+            .collect();
+        let labels = GrayImage::from_fn(ids.width(), ids.height(), |x, y| {
+            let p = ids.get_pixel(x, y).0;
+            let id = p[0] as u32 + 256 * p[1] as u32 + 65536 * p[2] as u32;
+            Luma([if id == 0 { 255 } else { label_of.get(&id).copied().unwrap_or(255) }])
+        });
+        Ok(Sample { name: entry.stem.clone(), image, labels })
+    }
+}
+
 /// The raw 8-bit values of a grey or palette PNG (a palette is not expanded: its indices are the labels).
 pub fn read_label_png(path: &Path) -> Result<GrayImage, DataError> {
     let err = |reason: String| DataError::Read { path: path.to_path_buf(), reason };

@@ -132,7 +132,7 @@ fn errors_are_clear() {
 
     let o = msf_eval(&[&"--baseline", &"grid"]);
     o.assert_code(1);
-    assert!(o.stderr.contains("--data DIR or --generated N"), "{}", o.transcript());
+    assert!(o.stderr.contains("--data DIR") && o.stderr.contains("--generated N"), "{}", o.transcript());
     let o = msf_eval(&[&"--generated", &"3"]);
     o.assert_code(1);
     assert!(o.stderr.contains("--onnx") && o.stderr.contains("--baseline"), "{}", o.transcript());
@@ -143,4 +143,81 @@ fn errors_are_clear() {
     o.assert_code(1);
     assert!(o.stderr.contains("below 16"), "{}", o.transcript());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing written beside the inputs");
+}
+
+/// COCO panoptic in upstream's layout reads as upstream's instance mode: thing segments are the
+/// objects, stuff joins the background, unlabelled pixels are left out. The same images with the
+/// expected label maps as a plain folder score identically.
+#[test]
+fn coco_panoptic_layout_reads_as_upstream_instance_mode() {
+    let dir = temp_dir("eval-coco");
+    let (coco, folder) = (dir.path().join("coco"), dir.path().join("folder"));
+    for d in [coco.join("val2017"), coco.join("annotations/panoptic_val2017"), folder.join("images"), folder.join("masks")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let mut annotations = vec![];
+    let generated = msf_train::data::Generated { count: 3, seed: 9, ..Default::default() };
+    for sample in generated.iter() {
+        let stem = sample.name.clone();
+        sample.image.save(coco.join("val2017").join(format!("{stem}.jpg"))).unwrap();
+        std::fs::copy(coco.join("val2017").join(format!("{stem}.jpg")), folder.join("images").join(format!("{stem}.jpg"))).unwrap();
+        // Background: stuff segment 1000; object k: segment 2000 + k, a thing except object 1 (stuff).
+        let id_of = |label: u8| if label == 0 { 1000u32 } else { 2000 + label as u32 };
+        let (w, h) = sample.labels.dimensions();
+        let mut ids = image::RgbImage::new(w, h);
+        let mut expected = image::GrayImage::new(w, h);
+        let mut present = std::collections::BTreeSet::new();
+        for (x, y, l) in sample.labels.enumerate_pixels() {
+            let unlabelled = x < 10; // a strip without annotation
+            let id = if unlabelled { 0 } else { id_of(l.0[0]) };
+            ids.put_pixel(x, y, image::Rgb([(id % 256) as u8, (id / 256 % 256) as u8, (id / 65536) as u8]));
+            if !unlabelled {
+                present.insert(l.0[0]);
+            }
+            // Things (objects ≥ 2) are numbered in segment-id order, i.e. in label order here.
+            let want = match (unlabelled, l.0[0]) {
+                (true, _) => 255,
+                (false, 0 | 1) => 0,
+                (false, k) => k - 1,
+            };
+            expected.put_pixel(x, y, image::Luma([want]));
+        }
+        // Thing labels must be consecutive: renumber as the reader does (by segment id) over the
+        // things actually present.
+        let things: Vec<u8> = present.iter().copied().filter(|&l| l >= 2).collect();
+        for p in expected.pixels_mut() {
+            if p.0[0] != 0 && p.0[0] != 255 {
+                let original = p.0[0] + 1;
+                p.0[0] = things.iter().position(|&t| t == original).unwrap() as u8 + 1;
+            }
+        }
+        ids.save(coco.join("annotations/panoptic_val2017").join(format!("{stem}.png"))).unwrap();
+        msf_train::data::write_label_png(&expected, &folder.join("masks").join(format!("{stem}.png"))).unwrap();
+        let segments: Vec<Value> = present
+            .iter()
+            .map(|&l| serde_json::json!({"id": id_of(l), "category_id": if l >= 2 { 1 } else if l == 1 { 3 } else { 2 }}))
+            .collect();
+        annotations.push(serde_json::json!({"file_name": format!("{stem}.png"), "segments_info": segments}));
+    }
+    let json = serde_json::json!({
+        "categories": [{"id": 1, "isthing": 1}, {"id": 2, "isthing": 0}, {"id": 3, "isthing": 0}],
+        "annotations": annotations,
+    });
+    std::fs::write(coco.join("annotations/panoptic_val2017.json"), serde_json::to_vec(&json).unwrap()).unwrap();
+
+    let (a, b) = (dir.path().join("coco.json"), dir.path().join("folder.json"));
+    let o = msf_eval(&[&"--baseline", &"grid", &"--coco", &coco, &"--json", &a]);
+    o.assert_ok();
+    assert!(o.stderr.contains("COCO panoptic") && o.stderr.contains("3 images"), "{}", o.transcript());
+    msf_eval(&[&"--baseline", &"grid", &"--data", &folder, &"--json", &b, &"-q"]).assert_ok();
+    let (a, b) = (read_json(&a), read_json(&b));
+    assert_eq!(images(&a).len(), 3);
+    for (x, y) in images(&a).iter().zip(images(&b)) {
+        for m in ["ari", "fg_ari", "mbo", "miou"] {
+            assert_eq!(x[m], y[m], "{m} of {}", x["name"]);
+        }
+    }
+    let o = msf_eval(&[&"--baseline", &"grid", &"--coco", &coco, &"--coco-split", &"train2017"]);
+    o.assert_code(1);
+    assert!(o.stderr.contains("panoptic_train2017.json"), "{}", o.transcript());
 }

@@ -6,7 +6,7 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use msf_runtime::sink::write_atomic;
 use msf_runtime::{BackendKind, Decomposer};
-use msf_train::data::{write_label_png, Folder, Generated, Sample};
+use msf_train::data::{write_label_png, CocoPanoptic, Folder, Generated, Sample};
 use msf_train::eval::{score_baseline, score_model, Baseline};
 use msf_train::metrics::{summarize, Scores, Summary};
 use serde::Serialize;
@@ -47,8 +47,15 @@ struct Cli {
     #[arg(long, value_name = "DIR", conflicts_with = "generated")]
     data: Option<PathBuf>,
     /// Use N generated images (random shapes, exact masks).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "coco")]
     generated: Option<usize>,
+    /// COCO panoptic in upstream's layout: DIR/val2017/*.jpg, DIR/annotations/panoptic_val2017.json
+    /// and DIR/annotations/panoptic_val2017/*.png ("things" are the objects, "stuff" background).
+    #[arg(long, value_name = "DIR", conflicts_with = "data")]
+    coco: Option<PathBuf>,
+    /// The COCO split (folder and annotation names).
+    #[arg(long, default_value = "val2017", value_name = "SPLIT")]
+    coco_split: String,
     /// Seed of the generated dataset.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -81,6 +88,7 @@ enum BackendArg {
 enum Dataset {
     Folder(Folder),
     Generated(Generated),
+    Coco(CocoPanoptic),
 }
 
 impl Dataset {
@@ -88,18 +96,21 @@ impl Dataset {
         match self {
             Dataset::Folder(f) => f.len(),
             Dataset::Generated(g) => g.count,
+            Dataset::Coco(c) => c.len(),
         }
     }
     fn get(&self, i: usize) -> Result<Sample> {
         Ok(match self {
             Dataset::Folder(f) => f.load(i)?,
             Dataset::Generated(g) => g.sample(i),
+            Dataset::Coco(c) => c.load(i)?,
         })
     }
     fn describe(&self) -> String {
         match self {
             Dataset::Folder(f) => format!("{} ({} images)", f.root.display(), f.len()),
             Dataset::Generated(g) => format!("{} generated {}×{} images (seed {})", g.count, g.size, g.size, g.seed),
+            Dataset::Coco(c) => format!("COCO panoptic {} {} ({} images)", c.root.display(), c.split, c.len()),
         }
     }
 }
@@ -180,12 +191,13 @@ fn save_sample(dir: &Path, s: &Sample) -> Result<()> {
 fn run(cli: &Cli) -> Result<()> {
     let dataset = match (&cli.data, cli.generated) {
         (Some(dir), _) => Dataset::Folder(Folder::open(dir)?),
+        (None, _) if cli.coco.is_some() => Dataset::Coco(CocoPanoptic::open(cli.coco.as_deref().expect("checked"), &cli.coco_split)?),
         (None, Some(count)) => {
             let g = Generated { count, seed: cli.seed, size: cli.size, ..Default::default() };
             g.validate()?;
             Dataset::Generated(g)
         }
-        (None, None) => bail!("no dataset: give --data DIR or --generated N"),
+        (None, None) => bail!("no dataset: give --data DIR, --coco DIR or --generated N"),
     };
     if cli.save_data.is_some() && !matches!(dataset, Dataset::Generated(_)) {
         bail!("--save-data writes a generated dataset: use it with --generated N");
