@@ -47,7 +47,7 @@ fn fixture_trains_saves_and_exports() {
     let config = spec::infer_config(&ck.info, spec::detect_kind(&ck.info).unwrap(), 3).unwrap();
     let vs = nn::VarStore::new(Device::Cpu);
     let model = SlateMsf::new(&vs.root(), &config, &vq, &dec);
-    let rest = msf_train::nn::encoder::load_weights(&vs, ck.data.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).unwrap();
+    let rest = msf_train::nn::encoder::load_weights(&vs, msf_train::nn::encoder::checkpoint_tensors(&ck)).unwrap();
     assert!(rest.is_empty(), "variables the fixture lacks: {rest:?}");
     assert_eq!(shapes(&vs).len(), ck.info.len(), "every tensor of the file has a variable");
 

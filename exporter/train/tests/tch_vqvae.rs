@@ -44,7 +44,7 @@ fn fixture_mediat_weights_load_and_encode() {
     let code_dim = ck.info["m.mediat.encode.3.weight"].shape[0];
     let vs = nn::VarStore::new(Device::Cpu);
     let vae = VqVae::new(&(vs.root() / "m" / "mediat"), &VqVaeConfig { code_dim, ..Default::default() }, false);
-    let rest = msf_train::nn::encoder::load_weights(&vs, ck.data.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).unwrap();
+    let rest = msf_train::nn::encoder::load_weights(&vs, msf_train::nn::encoder::checkpoint_tensors(&ck)).unwrap();
     assert!(rest.is_empty(), "not in the fixture: {rest:?}");
     for (key, shape) in var_shapes(&vs) {
         assert_eq!(shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), ck.info[&key].shape, "{key}");
@@ -56,8 +56,12 @@ fn fixture_mediat_weights_load_and_encode() {
     assert_eq!(out.quants[0].size(), [2, code_dim as i64, 16, 16]);
     assert_eq!(out.zidxs[2].size(), [2, 2, 4, 4]);
     assert!(out.decodes.is_empty());
-    let max_code = out.zidxs.iter().map(|z| z.max().int64_value(&[])).max().unwrap();
-    assert!(max_code < 256);
+    // Group 0 indexes the shared codebook, group 1 the scale's own one, which halves per scale.
+    let codes = ck.info["m.mediat.quant.0.codebook.weight"].shape[0] as i64;
+    for (s, z) in out.zidxs.iter().enumerate() {
+        assert!(z.select(1, 0).max().int64_value(&[]) < codes, "scale {s}: shared code out of range");
+        assert!(z.select(1, 1).max().int64_value(&[]) < codes >> s, "scale {s}: own code out of its {} codes", codes >> s);
+    }
 }
 
 #[test]

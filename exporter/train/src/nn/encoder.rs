@@ -5,7 +5,9 @@
 use super::backbone::{resize_for_backbone, Backbone};
 use super::project::Project;
 use super::slot_attention::{Initializer, SlotAttention};
-use msf_exporter::spec::ModelSpec;
+use msf_exporter::checkpoint::save::TensorOut;
+use msf_exporter::checkpoint::Checkpoint;
+use msf_exporter::spec::{expected_shapes, ModelSpec};
 use msf_models::{ModelConfig, Preprocess};
 use tch::{nn, Device, Tensor};
 
@@ -51,7 +53,9 @@ impl Encoder {
     pub fn from_spec(spec: &ModelSpec, device: Device) -> Result<(nn::VarStore, Encoder), LoadError> {
         let vs = nn::VarStore::new(device);
         let enc = Encoder::new(&vs.root(), &spec.config, &Preprocess::upstream(spec.config.vit.input_size(), true));
-        let rest = load_weights(&vs, spec.weights.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        let shapes: std::collections::HashMap<String, Vec<usize>> = expected_shapes(&spec.config).into_iter().collect();
+        let tensors = spec.weights.iter().filter_map(|(k, v)| Some(TensorOut { name: k, shape: shapes.get(k)?, data: v }));
+        let rest = load_weights(&vs, tensors)?;
         // The noise scale of the initial slots is training-only: inference checkpoints may lack it.
         let missing: Vec<String> = rest.into_iter().filter(|k| k != msf_models::keys::SLOTS_LOGSTD).collect();
         if !missing.is_empty() {
@@ -86,20 +90,27 @@ impl Encoder {
     }
 }
 
-/// Copy `(key, data)` pairs into the VarStore's variables of the same name (keys without a
-/// variable are skipped) and return the names of the variables that were not given, sorted.
-pub fn load_weights<'a>(vs: &nn::VarStore, weights: impl IntoIterator<Item = (&'a str, &'a [f32])>) -> Result<Vec<String>, LoadError> {
+/// The tensors of a loaded checkpoint with their shapes, in key order (what [`load_weights`] takes).
+pub fn checkpoint_tensors(ck: &Checkpoint) -> impl Iterator<Item = TensorOut<'_>> {
+    ck.data.iter().map(|(k, v)| TensorOut { name: k, shape: &ck.info[k].shape, data: v })
+}
+
+/// Copy tensors into the VarStore's variables of the same name (names without a variable are
+/// skipped; a shape that differs from the variable's is an error) and return the names of the
+/// variables that were not given, sorted.
+pub fn load_weights<'a>(vs: &nn::VarStore, tensors: impl IntoIterator<Item = TensorOut<'a>>) -> Result<Vec<String>, LoadError> {
     let mut vars = vs.variables();
     let mut given = std::collections::HashSet::new();
     tch::no_grad(|| {
-        for (key, data) in weights {
-            let Some(var) = vars.get_mut(key) else { continue };
+        for t in tensors {
+            let Some(var) = vars.get_mut(t.name) else { continue };
             let shape = var.size();
-            if shape.iter().product::<i64>() as usize != data.len() {
-                return Err(LoadError::Shape { key: key.to_string(), model: shape, file: vec![data.len() as i64] });
+            let file: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            if shape != file || t.data.len() != t.shape.iter().product::<usize>() {
+                return Err(LoadError::Shape { key: t.name.to_string(), model: shape, file });
             }
-            var.copy_(&Tensor::from_slice(data).view(shape.as_slice()).to_device(var.device()));
-            given.insert(key.to_string());
+            var.copy_(&Tensor::from_slice(t.data).view(shape.as_slice()).to_device(var.device()));
+            given.insert(t.name.to_string());
         }
         Ok(())
     })?;

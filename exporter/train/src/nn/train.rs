@@ -8,14 +8,20 @@ use tch::Tensor;
 /// An RGB image as the normalised (3, H, W) float tensor the models take (upstream's
 /// `Normalize` on the 0..255 scale).
 pub fn image_tensor(image: &RgbImage) -> Tensor {
-    let (w, h) = (image.width() as usize, image.height() as usize);
-    let mut chw = vec![0f32; 3 * h * w];
+    let (w, h) = (image.width() as i64, image.height() as i64);
+    Tensor::from_slice(&normalised_chw(image)).view([3, h, w])
+}
+
+/// The same values as a flat channel-first vector (what the loader threads hand over).
+pub fn normalised_chw(image: &RgbImage) -> Vec<f32> {
+    let n = (image.width() * image.height()) as usize;
+    let mut chw = vec![0f32; 3 * n];
     for (i, p) in image.pixels().enumerate() {
         for c in 0..3 {
-            chw[c * h * w + i] = (p.0[c] as f32 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+            chw[c * n + i] = (p.0[c] as f32 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
         }
     }
-    Tensor::from_slice(&chw).view([3, h as i64, w as i64])
+    chw
 }
 
 /// Cosine from `base` (step 0) to `end` (step `total`).

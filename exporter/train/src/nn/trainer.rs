@@ -4,11 +4,12 @@
 //! checkpoints are written atomically in upstream's format, so an interrupted run loses at most
 //! `save_every` steps and `--resume` picks up from the last one.
 
-use super::encoder::{load_weights, LoadError};
+use super::encoder::{checkpoint_tensors, load_weights, LoadError};
+use msf_exporter::checkpoint::save::TensorOut;
 use super::model::SlateMsf;
 use super::save::{save_var_store, CheckpointWriteError};
 use super::slate::SlateConfig;
-use super::train::{cosine_linear, image_tensor, linear_cosine, log_cosine};
+use super::train::{cosine_linear, image_tensor, linear_cosine, log_cosine, normalised_chw};
 use super::vqvae::{stage1_loss, VqVae, VqVaeConfig};
 use crate::config::TrainConfig;
 use crate::data::{Folder, Generated, Sample};
@@ -142,7 +143,7 @@ impl Loader {
                     let mut data = Vec::with_capacity(batch * 3 * (size * size) as usize);
                     let made = (0..batch).try_for_each(|j| {
                         let img = source.image(step * batch + j).map_err(|e| e.to_string())?;
-                        data.extend(Vec::<f32>::try_from(image_tensor(&img).flatten(0, -1)).map_err(|e| e.to_string())?);
+                        data.extend(normalised_chw(&img));
                         Ok::<(), String>(())
                     });
                     if tx.send((step, made.map(|_| data))).is_err() {
@@ -211,7 +212,7 @@ fn resume_from(vs: &nn::VarStore, dir: &Path, resume: bool) -> Result<RunState, 
         return Ok(RunState::default());
     }
     let ck = read_checkpoint(&last)?;
-    let rest = load_weights(vs, ck.data.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+    let rest = load_weights(vs, checkpoint_tensors(&ck))?;
     if !rest.is_empty() {
         return Err(TrainError::Incompatible { path: last, reason: format!("does not fit this config (no {})", rest.join(", ")) });
     }
@@ -268,9 +269,9 @@ pub fn validate(model: &SlateMsf, samples: &[Sample], device: Device) -> Summary
         let batch = Tensor::stack(&chunk.iter().map(|s| image_tensor(&s.image)).collect::<Vec<_>>(), 0).to_device(device);
         let out = tch::no_grad(|| model.encoder.forward(&batch, false));
         let masks = out.masks.to_kind(Kind::Uint8).to_device(Device::Cpu);
+        let size = masks.size()[1] as usize;
         for (i, s) in chunk.iter().enumerate() {
             let m: Vec<u8> = Vec::try_from(masks.get(i as i64).flatten(0, -1)).expect("u8 masks");
-            let size = (m.len() as f64).sqrt() as usize;
             scores.push(score(&m, &labels_in_model_view(&s.labels, size)));
         }
     }
@@ -304,8 +305,8 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
     if let Some(init) = opts.init_from {
         let ck = read_checkpoint(init)?;
         let vars = vs.variables();
-        let fits = |k: &String, v: &Vec<f32>| vars.get(k).is_some_and(|t| t.numel() == v.len() && t.size().iter().map(|&d| d as usize).eq(ck.info[k].shape.iter().copied()));
-        let taken: Vec<(&str, &[f32])> = ck.data.iter().filter(|(k, v)| fits(k, v)).map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        let fits = |t: &TensorOut| vars.get(t.name).is_some_and(|v| v.size().iter().map(|&d| d as usize).eq(t.shape.iter().copied()));
+        let taken: Vec<TensorOut> = checkpoint_tensors(&ck).filter(fits).collect();
         if taken.is_empty() {
             return Err(TrainError::Incompatible { path: init.to_path_buf(), reason: "no tensor of it fits this model (names and shapes differ)".into() });
         }
@@ -313,19 +314,20 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
     }
     // The stage-1 VQ-VAE, renamed into the model (upstream's ckpt_map).
     let ck = read_checkpoint(opts.vae)?;
-    let renamed: Vec<(String, &[f32])> = ck
+    let renamed: Vec<(String, &str)> = ck
         .data
-        .iter()
-        .filter_map(|(k, v)| {
-            let k = k.strip_prefix("m.encode.").map(|r| format!("m.mediat.encode.{r}")).or_else(|| k.strip_prefix("m.quant.").map(|r| format!("m.mediat.quant.{r}")))?;
-            Some((k, v.as_slice()))
+        .keys()
+        .filter_map(|k| {
+            let to = k.strip_prefix("m.encode.").map(|r| format!("m.mediat.encode.{r}")).or_else(|| k.strip_prefix("m.quant.").map(|r| format!("m.mediat.quant.{r}")))?;
+            Some((to, k.as_str()))
         })
         .collect();
-    let missing: Vec<String> = vs.variables().keys().filter(|k| k.starts_with("m.mediat.") && !renamed.iter().any(|(n, _)| n == *k)).cloned().collect();
+    let rest = load_weights(&vs, renamed.iter().map(|(to, from)| TensorOut { name: to, shape: &ck.info[*from].shape, data: &ck.data[*from] }))
+        .map_err(|e| TrainError::Incompatible { path: opts.vae.to_path_buf(), reason: format!("not a stage-1 checkpoint for this config ({e})") })?;
+    let missing: Vec<String> = rest.into_iter().filter(|k| k.starts_with("m.mediat.")).collect();
     if !missing.is_empty() {
         return Err(TrainError::Incompatible { path: opts.vae.to_path_buf(), reason: format!("not a stage-1 checkpoint for this config (lacks {})", missing.join(", ")) });
     }
-    load_weights(&vs, renamed.iter().map(|(k, v)| (k.as_str(), *v)))?;
 
     let mut state = resume_from(&vs, dir, opts.resume)?;
     for (k, v) in vs.variables() {

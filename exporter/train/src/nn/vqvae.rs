@@ -123,30 +123,8 @@ pub struct Quantizer {
 /// (a scaled chi distribution), which standardise the negative distances.
 pub fn chi_mean_std(c: usize) -> (f64, f64) {
     let c = c as f64;
-    let mean = 2f64.sqrt() * (libm_lgamma((c + 1.0) / 2.0) - libm_lgamma(c / 2.0)).exp();
+    let mean = 2f64.sqrt() * (libm::lgamma((c + 1.0) / 2.0) - libm::lgamma(c / 2.0)).exp();
     (mean, (c - mean * mean).sqrt())
-}
-
-/// ln Γ(x) for x > 0 (Lanczos, g = 7): all `chi_mean_std` needs.
-fn libm_lgamma(x: f64) -> f64 {
-    const G: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln() - libm_lgamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let t = x + 7.5;
-    let a = G[1..].iter().enumerate().fold(G[0], |a, (i, g)| a + g / (x + i as f64 + 1.0));
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
 }
 
 impl Quantizer {
