@@ -146,7 +146,10 @@ impl Reporter {
     fn step(&mut self, r: &StepReport) {
         let rate = r.step as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
         self.bar.set_position(r.step as u64);
-        self.bar.set_message(format!("loss {:.4}, {:.2} steps/s", r.loss, rate));
+        let codes = r.codes_used.as_ref().map_or(String::new(), |c| {
+            format!(", codes used {}", c.iter().map(|[shared, own]| format!("{shared}+{own}")).collect::<Vec<_>>().join(" "))
+        });
+        self.bar.set_message(format!("loss {:.4}, {:.2} steps/s{codes}", r.loss, rate));
         let _ = writeln!(self.log, "{}", serde_json::to_string(r).expect("report serialises"));
         if let Some(v) = &r.val {
             let f = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{x:.4}"));

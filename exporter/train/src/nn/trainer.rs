@@ -62,6 +62,10 @@ pub struct StepReport {
     pub lr: f64,
     /// Validation metrics, on the steps that ran them.
     pub val: Option<Summary>,
+    /// Stage 1: distinct codes the batch used, per scale as [shared, own] (a collapsing
+    /// codebook shows here long before the reconstructions suffer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codes_used: Option<Vec<[usize; 2]>>,
 }
 
 /// Kept beside `last.pth` so that `--resume` continues the schedules where they stopped.
@@ -169,6 +173,11 @@ impl Loader {
     }
 }
 
+/// How many distinct values an index tensor holds.
+fn distinct(idx: &Tensor) -> usize {
+    idx.flatten(0, -1).bincount(None::<Tensor>, 0).gt(0).sum(Kind::Int64).int64_value(&[]) as usize
+}
+
 /// One optimiser step on `loss` (gradient clipped to `clip`); its value, or an error if it is
 /// not finite (nothing is applied then).
 fn optimise(opt: &mut nn::Optimizer, loss: &Tensor, clip: f64, step: usize) -> Result<f64, TrainError> {
@@ -247,11 +256,12 @@ pub fn stage1(cfg: &TrainConfig, dir: &Path, resume: bool, mut report: impl FnMu
         let out = vae.forward(&images, noise, alpha, true);
         let (loss, _) = stage1_loss(&images, &out);
         let value = optimise(&mut opt, &loss, r.clip, step)?;
+        let codes_used = Some(out.zidxs.iter().map(|z| [0, 1].map(|k| distinct(&z.select(1, k)))).collect());
         state.step += 1;
         if state.step % r.save_every.max(1) == 0 || state.step == r.steps {
             save_run(&vs, dir, "last.pth", &state)?;
         }
-        report(&StepReport { stage: 1, step: state.step, steps: r.steps, loss: value, lr, val: None });
+        report(&StepReport { stage: 1, step: state.step, steps: r.steps, loss: value, lr, val: None, codes_used });
     }
     Ok(dir.join("last.pth"))
 }
@@ -341,7 +351,7 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
     if state.step == 0 && !val.is_empty() {
         // The untrained model's metrics: the floor training must rise above.
         let summary = validate(&model, &val, vs.device());
-        report(&StepReport { stage: 2, step: 0, steps: r.steps, loss: f64::NAN, lr: 0.0, val: Some(summary) });
+        report(&StepReport { stage: 2, step: 0, steps: r.steps, loss: f64::NAN, lr: 0.0, val: Some(summary), codes_used: None });
     }
     let mut loader = Loader::start(Source::new(cfg)?, r.batch, state.step, r.steps, cfg.data.loader_threads);
     while state.step < r.steps {
@@ -363,7 +373,7 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
         if state.step % r.save_every.max(1) == 0 || done {
             save_run(&vs, dir, "last.pth", &state)?;
         }
-        report(&StepReport { stage: 2, step: state.step, steps: r.steps, loss: value, lr, val: summary });
+        report(&StepReport { stage: 2, step: state.step, steps: r.steps, loss: value, lr, val: summary, codes_used: None });
     }
     let best = dir.join("best.pth");
     Ok(if best.is_file() { best } else { dir.join("last.pth") })
