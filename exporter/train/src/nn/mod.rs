@@ -4,8 +4,12 @@
 //! Inference path (spec §2): [`backbone`] (DINOv2 ViT) → [`project`] (MLP) → [`slot_attention`];
 //! [`encoder`] assembles them, loads upstream weights and gives slots, attention and masks;
 //! [`save`] writes a VarStore back in upstream's checkpoint format.
+//!
+//! Training-only decoders: [`slate`] (SLATE-MSF, in [`model`]) and [`unet`] with the [`ddpm`]
+//! noising process (SlotDiffusion-MSF).
 
 pub mod backbone;
+pub mod ddpm;
 pub mod encoder;
 pub mod model;
 pub mod project;
@@ -14,6 +18,7 @@ pub mod slate;
 pub mod slot_attention;
 pub mod train;
 pub mod trainer;
+pub mod unet;
 pub mod vqvae;
 
 pub use encoder::{Encoder, EncoderOutput};
