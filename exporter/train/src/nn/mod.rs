@@ -6,7 +6,7 @@
 //! [`save`] writes a VarStore back in upstream's checkpoint format.
 //!
 //! Training-only decoders: [`slate`] (SLATE-MSF, in [`model`]) and [`unet`] with the [`ddpm`]
-//! noising process (SlotDiffusion-MSF).
+//! noising process (SlotDiffusion-MSF, in [`slotdiffusion`]).
 
 pub mod backbone;
 pub mod ddpm;
@@ -16,6 +16,7 @@ pub mod project;
 pub mod save;
 pub mod slate;
 pub mod slot_attention;
+pub mod slotdiffusion;
 pub mod train;
 pub mod trainer;
 pub mod unet;
