@@ -12,10 +12,14 @@ Writes one torch.save dict of float32 tensors (what the exporter's reader takes)
 The UNet's sizes are those the Rust test builds: channels 32/48/64/96, 2 layers per block, 2 heads
 (diffusers' attention_head_dim), cross-attention width 16, 8 GroupNorm groups, 4 latent channels.
 """
+import os
 import sys
 
-import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+# Random weights only: diffusers must never reach for the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from diffusers import DDPMScheduler, UNet2DConditionModel  # noqa: E402
 
 
 def main():
