@@ -1,7 +1,9 @@
 //! SlotDiffusion-MSF as one model (upstream `SlotDiffusion` with the MSF VQ-VAE as `mediat`): the
 //! inference path, the frozen stage-1 VQ-VAE encoder and quantisers (code width 4), and the
-//! diffusion decoder, a UNet that predicts the noise added to the VQ-VAE's scale-0 quantisation
-//! from the slots. Its VarStore is upstream's `state_dict` layout.
+//! diffusion decoder, a UNet that predicts the noise added to the VQ-VAE's scale-0 encoding from
+//! the slots. Upstream's stage-2 VQ-VAE has `eaq=True` ("encode as quant"): the diffusion target
+//! is the continuous encoding, so the quantisers are kept (for the key layout) but not run.
+//! Its VarStore is upstream's `state_dict` layout.
 
 use super::ddpm::{Ddpm, DdpmConfig};
 use super::encoder::Encoder;
@@ -19,8 +21,6 @@ pub struct SlotDiffusionMsf {
     /// The noise predictor (`m.decode.backbone`).
     pub decode: UNet,
     pub schedule: Ddpm,
-    /// Gumbel scale of the frozen quantisers' matching while training (upstream `std=5`).
-    pub mediat_noise: f64,
 }
 
 impl SlotDiffusionMsf {
@@ -31,31 +31,29 @@ impl SlotDiffusionMsf {
             mediat: VqVae::new(&(&m / "mediat"), vq, false),
             decode: UNet::new(&(&m / "decode" / "backbone"), unet),
             schedule: Ddpm::new(&DdpmConfig::default()),
-            mediat_noise: 5.0,
         }
     }
 
     /// The diffusion loss on normalised images (B, 3, 256, 256), with a random timestep per
     /// image and Gaussian noise drawn from tch's global generator (as upstream does per step).
     pub fn stage2(&self, images: &Tensor, train: bool) -> Stage2Output {
-        self.stage2_with(images, train, &|quant| {
-            let t = self.schedule.sample_timesteps(quant.size()[0], quant.device());
-            (t, quant.randn_like())
+        self.stage2_with(images, train, &|target| {
+            let t = self.schedule.sample_timesteps(target.size()[0], target.device());
+            (t, target.randn_like())
         })
     }
 
-    /// [`stage2`](Self::stage2) with the timesteps (B,) and noise (shaped like the quantisation
-    /// (B, C, h, w)) given by `draw`, which sees the quantisation: the backbone and the VQ-VAE run
-    /// without gradients (frozen in stage 2); the UNet predicts the noise of the noised
-    /// quantisation from the slots, and the loss is the mean squared error of that prediction.
+    /// [`stage2`](Self::stage2) with the timesteps (B,) and noise (shaped like the target encoding
+    /// (B, C, h, w)) given by `draw`, which sees the target: the backbone and the VQ-VAE run
+    /// without gradients (frozen in stage 2); the UNet predicts the noise of the noised encoding
+    /// from the slots, and the loss is the mean squared error of that prediction.
     pub fn stage2_with(&self, images: &Tensor, train: bool, draw: &dyn Fn(&Tensor) -> (Tensor, Tensor)) -> Stage2Output {
         let b = images.size()[0];
         let feats = tch::no_grad(|| self.encoder.features(images));
         let (slots, attn) = self.encoder.group(&feats, train);
-        let vq = tch::no_grad(|| self.mediat.forward(images, if train { self.mediat_noise } else { 0.0 }, 0.0, false));
-        let quant = &vq.quants[0];
-        let (t, noise) = draw(quant);
-        let noisy = self.schedule.add_noise(quant, &noise, &t);
+        let target = tch::no_grad(|| self.mediat.encode(images));
+        let (t, noise) = draw(&target);
+        let noisy = self.schedule.add_noise(&target, &noise, &t);
         let predicted = self.decode.forward(&noisy, &t, &slots, train);
         let loss = predicted.mse_loss(&noise, Reduction::Mean);
         let g = self.encoder.config.vit.grid as i64;
