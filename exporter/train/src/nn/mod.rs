@@ -4,16 +4,22 @@
 //! Inference path (spec §2): [`backbone`] (DINOv2 ViT) → [`project`] (MLP) → [`slot_attention`];
 //! [`encoder`] assembles them, loads upstream weights and gives slots, attention and masks;
 //! [`save`] writes a VarStore back in upstream's checkpoint format.
+//!
+//! Training-only decoders: [`slate`] (SLATE-MSF, in [`model`]) and [`unet`] with the [`ddpm`]
+//! noising process (SlotDiffusion-MSF, in [`slotdiffusion`]).
 
 pub mod backbone;
+pub mod ddpm;
 pub mod encoder;
 pub mod model;
 pub mod project;
 pub mod save;
 pub mod slate;
 pub mod slot_attention;
+pub mod slotdiffusion;
 pub mod train;
 pub mod trainer;
+pub mod unet;
 pub mod vqvae;
 
 pub use encoder::{Encoder, EncoderOutput};

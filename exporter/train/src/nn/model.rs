@@ -59,14 +59,7 @@ pub fn sizes_from_checkpoint(info: &std::collections::BTreeMap<String, msf_expor
     let count = |prefix: &str| {
         info.keys().filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok()).max().map_or(0, |m| m + 1)
     };
-    let codebook = shape("m.mediat.quant.0.codebook.weight")?;
-    let vq = VqVaeConfig {
-        code_dim: shape("m.mediat.encode.3.weight")?[0],
-        codes: codebook[0],
-        codebook_dim: codebook[1],
-        scales: count("m.mediat.quant.").checked_sub(1)?,
-        channels: shape("m.mediat.encode.1.0.weight")?[0],
-    };
+    let vq = vqvae_sizes_from_checkpoint(info)?;
     let pe = shape("m.decode.posit_embed._pe").or_else(|| shape("m.decode.posit_embed.pe"))?;
     let dec = SlateConfig {
         dim: shape("m.decode.bos")?[2],
@@ -77,4 +70,18 @@ pub fn sizes_from_checkpoint(info: &std::collections::BTreeMap<String, msf_expor
         codes: shape("m.decode.readout.weight")?[0] / 2,
     };
     Some((vq, dec))
+}
+
+/// The sizes of a stage-2 checkpoint's frozen VQ-VAE (`m.mediat.*`), read from its shapes.
+pub fn vqvae_sizes_from_checkpoint(info: &std::collections::BTreeMap<String, msf_exporter::checkpoint::TensorInfo>) -> Option<VqVaeConfig> {
+    let shape = |k: &str| info.get(k).map(|t| t.shape.clone());
+    let scales = info.keys().filter_map(|k| k.strip_prefix("m.mediat.quant.")?.split('.').next()?.parse::<usize>().ok()).max()?;
+    let codebook = shape("m.mediat.quant.0.codebook.weight")?;
+    Some(VqVaeConfig {
+        code_dim: shape("m.mediat.encode.3.weight")?[0],
+        codes: codebook[0],
+        codebook_dim: codebook[1],
+        scales,
+        channels: shape("m.mediat.encode.1.0.weight")?[0],
+    })
 }
