@@ -38,10 +38,23 @@ fn default_size() -> u32 {
     256
 }
 
+/// Which stage-2 model is trained: both share the inference path and the MSF VQ-VAE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decoder {
+    /// SLATE-MSF: an autoregressive transformer predicts the VQ-VAE's codes (`decoder_*` sizes).
+    #[default]
+    Slate,
+    /// SlotDiffusion-MSF: a conditional UNet denoises the VQ-VAE's encoding (`unet_*` sizes).
+    SlotDiffusion,
+}
+
 /// Sizes of every part; head counts follow upstream (ViT heads of width 64).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSizes {
+    #[serde(default)]
+    pub decoder: Decoder,
     pub embed_dim: usize,
     pub depth: usize,
     pub mlp_dim: usize,
@@ -58,6 +71,25 @@ pub struct ModelSizes {
     pub decoder_layers: usize,
     pub decoder_heads: usize,
     pub decoder_ffn: usize,
+    /// SlotDiffusion's UNet: channels per level (multiples of 32, its GroupNorm groups).
+    #[serde(default = "default_unet_channels")]
+    pub unet_channels: Vec<usize>,
+    #[serde(default = "default_unet_layers")]
+    pub unet_layers: usize,
+    #[serde(default = "default_unet_heads")]
+    pub unet_heads: usize,
+}
+
+fn default_unet_channels() -> Vec<usize> {
+    vec![128, 256, 384, 512]
+}
+
+fn default_unet_layers() -> usize {
+    2
+}
+
+fn default_unet_heads() -> usize {
+    8
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,6 +123,9 @@ pub struct Stage2Recipe {
     pub save_every: usize,
 }
 
+/// GroupNorm groups of the UNet (diffusers' default, upstream's).
+pub const UNET_GROUPS: usize = 32;
+
 impl TrainConfig {
     /// Upstream's COCO setting (SLATE-MSF, spec §3): ViT-S/14, 7 slots of 256, C = 256.
     pub fn coco() -> TrainConfig {
@@ -113,6 +148,10 @@ impl TrainConfig {
                 decoder_layers: 4,
                 decoder_heads: 4,
                 decoder_ffn: 1024,
+                decoder: Decoder::Slate,
+                unet_channels: default_unet_channels(),
+                unet_layers: default_unet_layers(),
+                unet_heads: default_unet_heads(),
             },
             stage1: Stage1Recipe { steps: 30_000, batch: 64, lr: 2e-3, warmup: 0.05, clip: 1.0, noise: [1.0, 2.0], save_every: 750 },
             stage2: Stage2Recipe {
@@ -151,6 +190,10 @@ impl TrainConfig {
                 decoder_layers: 2,
                 decoder_heads: 4,
                 decoder_ffn: 256,
+                decoder: Decoder::Slate,
+                unet_channels: vec![32, 32, 64, 64],
+                unet_layers: 2,
+                unet_heads: 8,
             },
             stage1: Stage1Recipe { steps: 600, batch: 16, lr: 2e-3, warmup: 0.05, clip: 1.0, noise: [1.0, 2.0], save_every: 100 },
             stage2: Stage2Recipe {
@@ -167,6 +210,23 @@ impl TrainConfig {
         }
     }
 
+    /// Upstream's COCO setting for SlotDiffusion-MSF (`config-slotdiffusion/*-msf.py`): the same
+    /// encoder and slots, a VQ-VAE with C = 4 and the UNet of channels 128/256/384/512.
+    pub fn coco_slotdiffusion() -> TrainConfig {
+        let mut c = TrainConfig::coco();
+        c.model.decoder = Decoder::SlotDiffusion;
+        c.model.code_dim = 4;
+        c
+    }
+
+    /// The small CPU setting with SlotDiffusion's decoder: C = 4 and a UNet of 32/32/64/64.
+    pub fn small_slotdiffusion() -> TrainConfig {
+        let mut c = TrainConfig::small();
+        c.model.decoder = Decoder::SlotDiffusion;
+        c.model.code_dim = 4;
+        c
+    }
+
     pub fn from_toml(text: &str) -> Result<TrainConfig, toml::de::Error> {
         toml::from_str(text)
     }
@@ -179,7 +239,10 @@ impl TrainConfig {
     pub fn model_config(&self) -> ModelConfig {
         let m = &self.model;
         ModelConfig {
-            kind: ModelKind::SlateMsf,
+            kind: match m.decoder {
+                Decoder::Slate => ModelKind::SlateMsf,
+                Decoder::SlotDiffusion => ModelKind::SlotDiffusionMsf,
+            },
             vit: VitConfig {
                 embed_dim: m.embed_dim,
                 depth: m.depth,
@@ -201,11 +264,34 @@ impl TrainConfig {
         if m.embed_dim == 0 || !m.embed_dim.is_multiple_of(VitConfig::HEAD_DIM) {
             p.push(format!("model.embed_dim {} must be a positive multiple of {} (ViT heads are {} wide)", m.embed_dim, VitConfig::HEAD_DIM, VitConfig::HEAD_DIM));
         }
-        if !m.slot_dim.is_multiple_of(m.decoder_heads.max(1)) {
-            p.push(format!("model.slot_dim {} must divide into model.decoder_heads {}", m.slot_dim, m.decoder_heads));
-        }
-        if m.code_dim != m.slot_dim {
-            p.push(format!("model.code_dim {} must equal model.slot_dim {} (the decoder reads codes and slots at one width)", m.code_dim, m.slot_dim));
+        match m.decoder {
+            Decoder::Slate => {
+                if !m.slot_dim.is_multiple_of(m.decoder_heads.max(1)) {
+                    p.push(format!("model.slot_dim {} must divide into model.decoder_heads {}", m.slot_dim, m.decoder_heads));
+                }
+                if m.code_dim != m.slot_dim {
+                    p.push(format!("model.code_dim {} must equal model.slot_dim {} (the decoder reads codes and slots at one width)", m.code_dim, m.slot_dim));
+                }
+            }
+            Decoder::SlotDiffusion => {
+                if m.unet_channels.is_empty() || m.unet_channels.iter().any(|&c| c == 0 || !c.is_multiple_of(UNET_GROUPS) || !c.is_multiple_of(m.unet_heads.max(1))) {
+                    p.push(format!(
+                        "model.unet_channels {:?} must be multiples of {UNET_GROUPS} (the UNet's GroupNorm groups) and of model.unet_heads {}",
+                        m.unet_channels, m.unet_heads
+                    ));
+                }
+                if m.unet_layers == 0 || m.unet_heads == 0 {
+                    p.push("model.unet_layers and model.unet_heads must be at least 1".into());
+                }
+                // The UNet halves its input once per level after the first, at the training
+                // size and at the validation size (256): both latent grids (size / 16) must divide.
+                let halvings = 1usize << m.unet_channels.len().saturating_sub(1);
+                for size in [self.data.size as usize, 256] {
+                    if !(size / 16).is_multiple_of(halvings) {
+                        p.push(format!("{} levels of model.unet_channels halve the {}×{} latent of {size} px images to nothing: use fewer levels", m.unet_channels.len(), size / 16, size / 16));
+                    }
+                }
+            }
         }
         if m.codes >> 2 == 0 {
             p.push(format!("model.codes {} must be at least 4 (scale 2 has codes/4)", m.codes));
@@ -229,7 +315,12 @@ mod tests {
     #[test]
     fn preset_files_are_the_presets() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/configs");
-        for (file, preset) in [("coco.toml", TrainConfig::coco()), ("small.toml", TrainConfig::small())] {
+        for (file, preset) in [
+            ("coco.toml", TrainConfig::coco()),
+            ("small.toml", TrainConfig::small()),
+            ("coco-slotdiffusion.toml", TrainConfig::coco_slotdiffusion()),
+            ("small-slotdiffusion.toml", TrainConfig::small_slotdiffusion()),
+        ] {
             let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
             assert_eq!(TrainConfig::from_toml(&text).unwrap(), preset, "{file}");
             assert!(preset.problems().is_empty(), "{file}: {:?}", preset.problems());
@@ -247,5 +338,22 @@ mod tests {
         c.model.code_dim = 16;
         let p = c.problems();
         assert_eq!(p.len(), 2, "{p:?}");
+        let mut c = TrainConfig::small_slotdiffusion();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        c.model.unet_channels = vec![32, 48, 64, 64, 64];
+        let p = c.problems();
+        assert_eq!(p.len(), 2, "channels not multiples of 32, and 5 levels for an 8×8 latent: {p:?}");
+    }
+
+    #[test]
+    fn slate_files_without_unet_keys_still_read() {
+        let text = TrainConfig::small().to_toml();
+        let old: String = text.lines().filter(|l| !l.starts_with("unet_") && !l.starts_with("decoder =")).map(|l| format!("{l}\n")).collect();
+        let read = TrainConfig::from_toml(&old).unwrap();
+        assert_eq!(read.model.decoder, Decoder::Slate);
+        assert_eq!((read.model.unet_channels.clone(), read.model.unet_layers, read.model.unet_heads), (default_unet_channels(), 2, 8));
+        let mut want = TrainConfig::small();
+        want.model.unet_channels = default_unet_channels();
+        assert_eq!(read, want);
     }
 }

@@ -84,6 +84,40 @@ fn two_stages_resume_export_and_score_like_msf_eval() {
     msf_tests::note(format!("msf-train: 4 + 6 steps, resumed; exported best FG-ARI {best:.4} = msf-eval {fg:.4} (ONNX) = {:.4} (checkpoint, tch)", by_ckpt["summary"]["fg_ari"].as_f64().unwrap()));
 }
 
+/// SlotDiffusion-MSF through the same CLI: both stages on its preset, export, and the exported
+/// model (the inference path only: the UNet is training-only) scored like the trainer's validation.
+#[test]
+fn slotdiffusion_trains_and_exports() {
+    let dir = temp_dir("train-cli-sd");
+    let out = dir.path().join("run");
+    let preset = msf_train(&[&"config", &"small-slotdiffusion"]);
+    preset.assert_ok();
+    assert!(preset.stdout.contains("decoder = \"slotdiffusion\"") && preset.stdout.contains("code_dim = 4"), "{}", preset.stdout);
+    let config = dir.path().join("sd.toml");
+    std::fs::write(&config, preset.stdout.replace("val = 64", "val = 8")).unwrap();
+    msf_train(&[&"stage1", &"--config", &config, &"--out", &out, &"--steps", &"3", &"--batch", &"2", &"-q"]).assert_ok();
+    let onnx = dir.path().join("sd.onnx");
+    let o = msf_train(&[&"stage2", &"--config", &config, &"--out", &out, &"--steps", &"3", &"--batch", &"2", &"-q", &"--export", &onnx]);
+    o.assert_ok();
+    let log = std::fs::read_to_string(out.join("stage2/log.jsonl")).unwrap();
+    let losses: Vec<f64> = log.lines().filter_map(|l| serde_json::from_str::<Value>(l).unwrap()["loss"].as_f64()).collect();
+    assert_eq!(losses.len(), 3, "{log}");
+    // ε-prediction of unit Gaussian noise: an untrained UNet's mean squared error is about 1.
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.1 && *l < 10.0), "{losses:?}");
+    let ck = msf_exporter::checkpoint::load(&out.join("stage2/best.pth"), &Default::default(), &|_| true).unwrap();
+    assert!(ck.info.contains_key("m.decode.backbone.conv_in.weight") && ck.info.contains_key("m.mediat.quant.0.codebook.weight"), "upstream's SlotDiffusion-MSF layout");
+    assert_eq!(ck.info["m.decode.backbone.conv_in.weight"].shape[1], 4, "the UNet denoises the C = 4 encoding");
+
+    let state: Value = serde_json::from_slice(&std::fs::read(out.join("stage2/state.json")).unwrap()).unwrap();
+    let best = state["best_fg_ari"].as_f64().unwrap();
+    let json = dir.path().join("eval.json");
+    msf_eval(&[&"--onnx", &onnx, &"--generated", &"8", &"--seed", &"1000003", &"--json", &json, &"-q"]).assert_ok();
+    let eval: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let fg = eval["summary"]["fg_ari"].as_f64().unwrap();
+    assert!((fg - best).abs() < 1e-3, "msf-eval FG-ARI {fg} vs the trainer's best {best}");
+    msf_tests::note(format!("msf-train SlotDiffusion-MSF: 3 + 3 steps, diffusion loss {losses:.3?}; exported best FG-ARI {best:.4} = msf-eval {fg:.4}"));
+}
+
 #[test]
 fn bad_configs_are_refused_with_the_reason() {
     let dir = temp_dir("train-bad");

@@ -1,4 +1,5 @@
-//! msf-train: train SLATE-MSF in two stages (the MSF VQ-VAE, then slots and decoder), with
+//! msf-train: train SLATE-MSF or SlotDiffusion-MSF in two stages (the MSF VQ-VAE, then slots and
+//! decoder), with
 //! upstream's recipe, on generated shapes or a folder of images; checkpoints in upstream's
 //! format (msf-export reads them unchanged) and an optional ONNX export at the end.
 
@@ -15,15 +16,16 @@ use std::time::Instant;
 #[command(
     name = "msf-train",
     version,
-    about = "Train SLATE-MSF (stage 1: the MSF VQ-VAE; stage 2: slots and decoder) on libtorch.",
-    long_about = "Train SLATE-MSF with upstream's recipe (Adam, linear warm-up + cosine, gradient clipping; \
+    about = "Train SLATE-MSF or SlotDiffusion-MSF (stage 1: the MSF VQ-VAE; stage 2: slots and decoder) on libtorch.",
+    long_about = "Train SLATE-MSF or SlotDiffusion-MSF (model.decoder in the config) with upstream's recipe (Adam, linear warm-up + cosine, gradient clipping; \
 stage 2 freezes the VQ-VAE and, as configured, the backbone). Data: generated shapes with exact masks \
 (default) or data.folder in the config. Checkpoints are written atomically in upstream's torch.save \
 layout: OUT/stage1/last.pth, OUT/stage2/last.pth and best.pth (highest validation FG-ARI); msf-export \
 reads them unchanged. An interrupted run continues with --resume.",
     after_help = "Examples:\n  msf-train config small > small.toml\n  msf-train stage1 --config small.toml --out runs/demo\n  \
 msf-train stage2 --config small.toml --out runs/demo --export runs/demo/slate.onnx\n  \
-msf-train stage2 --config coco.toml --out runs/coco --init-from slate-msf-coco.pth   # pretrained DINOv2"
+msf-train stage2 --config coco.toml --out runs/coco --init-from slate-msf-coco.pth   # pretrained DINOv2\n  \
+msf-train stage1 --preset small-slotdiffusion --out runs/sd && msf-train stage2 --preset small-slotdiffusion --out runs/sd"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,7 +44,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Stage 2: train SLATE-MSF against the frozen stage-1 VQ-VAE. Writes OUT/stage2/{last,best}.pth.
+    /// Stage 2: train SLATE-MSF or SlotDiffusion-MSF against the frozen stage-1 VQ-VAE. Writes
+    /// OUT/stage2/{last,best}.pth.
     Stage2 {
         #[command(flatten)]
         common: Common,
@@ -86,14 +89,22 @@ struct Common {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Preset {
+    /// SLATE-MSF for a 2-core CPU (configs/small.toml).
     Small,
+    /// Upstream's SLATE-MSF on COCO (configs/coco.toml).
     Coco,
+    /// SlotDiffusion-MSF for a 2-core CPU (configs/small-slotdiffusion.toml).
+    SmallSlotdiffusion,
+    /// Upstream's SlotDiffusion-MSF on COCO (configs/coco-slotdiffusion.toml).
+    CocoSlotdiffusion,
 }
 
 fn preset(p: Preset) -> TrainConfig {
     match p {
         Preset::Small => TrainConfig::small(),
         Preset::Coco => TrainConfig::coco(),
+        Preset::SmallSlotdiffusion => TrainConfig::small_slotdiffusion(),
+        Preset::CocoSlotdiffusion => TrainConfig::coco_slotdiffusion(),
     }
 }
 

@@ -16,6 +16,25 @@ pub struct SlateMsf {
     pub mediat_noise: f64,
 }
 
+/// A stage-2 model as the trainer sees it: SLATE-MSF or SlotDiffusion-MSF (same inference
+/// path, different decoder and loss).
+pub trait Stage2Model {
+    /// The training loss on normalised images (B, 3, H, W), with the slots and attention.
+    fn stage2(&self, images: &Tensor, train: bool) -> Stage2Output;
+    /// The inference path (what is exported and validated).
+    fn encoder(&self) -> &Encoder;
+}
+
+impl Stage2Model for SlateMsf {
+    fn stage2(&self, images: &Tensor, train: bool) -> Stage2Output {
+        SlateMsf::stage2(self, images, train)
+    }
+
+    fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+}
+
 /// One training step's outputs.
 pub struct Stage2Output {
     pub loss: Tensor,

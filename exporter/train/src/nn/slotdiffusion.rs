@@ -7,7 +7,7 @@
 
 use super::ddpm::{Ddpm, DdpmConfig};
 use super::encoder::Encoder;
-use super::model::{vqvae_sizes_from_checkpoint, Stage2Output};
+use super::model::{vqvae_sizes_from_checkpoint, Stage2Model, Stage2Output};
 use super::unet::{UNet, UNetConfig};
 use super::vqvae::{VqVae, VqVaeConfig};
 use msf_exporter::checkpoint::TensorInfo;
@@ -58,6 +58,16 @@ impl SlotDiffusionMsf {
         let loss = predicted.mse_loss(&noise, Reduction::Mean);
         let g = self.encoder.config.vit.grid as i64;
         Stage2Output { loss, attn: attn.reshape([b, -1, g, g]), slots }
+    }
+}
+
+impl Stage2Model for SlotDiffusionMsf {
+    fn stage2(&self, images: &Tensor, train: bool) -> Stage2Output {
+        SlotDiffusionMsf::stage2(self, images, train)
+    }
+
+    fn encoder(&self) -> &Encoder {
+        &self.encoder
     }
 }
 

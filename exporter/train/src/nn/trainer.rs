@@ -1,17 +1,20 @@
 //! The two training stages (upstream recipe, spec §3): stage 1 trains the MSF VQ-VAE; stage 2
-//! trains SLATE-MSF (projection, slots, Slot Attention, decoder) against the frozen VQ-VAE's codes,
-//! with validation metrics on held-out images. Batches are made ahead on loader threads;
+//! trains SLATE-MSF or SlotDiffusion-MSF (projection, slots, Slot Attention, decoder) against the
+//! frozen VQ-VAE (its codes, or its encoding), with validation metrics on held-out images. Batches are made ahead on loader threads;
 //! checkpoints are written atomically in upstream's format, so an interrupted run loses at most
 //! `save_every` steps and `--resume` picks up from the last one.
 
 use super::encoder::{checkpoint_tensors, load_weights, LoadError};
 use msf_exporter::checkpoint::save::TensorOut;
-use super::model::SlateMsf;
+use super::encoder::Encoder;
+use super::model::{SlateMsf, Stage2Model};
+use super::slotdiffusion::SlotDiffusionMsf;
+use super::unet::UNetConfig;
 use super::save::{save_var_store, CheckpointWriteError};
 use super::slate::SlateConfig;
 use super::train::{cosine_linear, image_tensor, linear_cosine, log_cosine, normalised_chw};
 use super::vqvae::{stage1_loss, VqVae, VqVaeConfig};
-use crate::config::TrainConfig;
+use crate::config::{Decoder, TrainConfig, UNET_GROUPS};
 use crate::data::{Folder, Generated, Sample};
 use crate::eval::labels_in_model_view;
 use crate::metrics::{score, summarize, Summary};
@@ -204,6 +207,32 @@ fn slate_config(cfg: &TrainConfig) -> SlateConfig {
     SlateConfig { dim: m.slot_dim, layers: m.decoder_layers, heads: m.decoder_heads, ffn_dim: m.decoder_ffn, tokens: grid * grid, codes: m.codes }
 }
 
+fn unet_config(cfg: &TrainConfig) -> UNetConfig {
+    let m = &cfg.model;
+    UNetConfig {
+        in_channels: m.code_dim,
+        out_channels: m.code_dim,
+        block_channels: m.unet_channels.clone(),
+        layers_per_block: m.unet_layers,
+        heads: m.unet_heads,
+        cross_attention_dim: m.slot_dim,
+        norm_groups: UNET_GROUPS,
+        ..UNetConfig::default()
+    }
+}
+
+/// The stage-2 model the config names, in `vs` under upstream's names.
+fn stage2_model(cfg: &TrainConfig, vs: &nn::VarStore) -> Box<dyn Stage2Model> {
+    match cfg.model.decoder {
+        Decoder::Slate => {
+            let mut model = SlateMsf::new(&vs.root(), &cfg.model_config(), &vq_config(cfg), &slate_config(cfg));
+            model.mediat_noise = cfg.stage2.mediat_noise;
+            Box::new(model)
+        }
+        Decoder::SlotDiffusion => Box::new(SlotDiffusionMsf::new(&vs.root(), &cfg.model_config(), &vq_config(cfg), &unet_config(cfg))),
+    }
+}
+
 fn state_path(dir: &Path) -> PathBuf {
     dir.join("state.json")
 }
@@ -273,11 +302,11 @@ pub fn validation_set(cfg: &TrainConfig) -> Vec<Sample> {
 }
 
 /// Metrics of the model's masks on labelled samples (eval mode, no noise).
-pub fn validate(model: &SlateMsf, samples: &[Sample], device: Device) -> Summary {
+pub fn validate(model: &Encoder, samples: &[Sample], device: Device) -> Summary {
     let mut scores = vec![];
     for chunk in samples.chunks(8) {
         let batch = Tensor::stack(&chunk.iter().map(|s| image_tensor(&s.image)).collect::<Vec<_>>(), 0).to_device(device);
-        let out = tch::no_grad(|| model.encoder.forward(&batch, false));
+        let out = tch::no_grad(|| model.forward(&batch, false));
         let masks = out.masks.to_kind(Kind::Uint8).to_device(Device::Cpu);
         let size = masks.size()[1] as usize;
         for (i, s) in chunk.iter().enumerate() {
@@ -298,7 +327,7 @@ pub struct Stage2Options<'a> {
     pub resume: bool,
 }
 
-/// Stage 2: SLATE-MSF. Writes `dir/last.pth` and `dir/best.pth` (highest validation FG-ARI), both
+/// Stage 2: SLATE-MSF or SlotDiffusion-MSF (`model.decoder`). Writes `dir/last.pth` and `dir/best.pth` (highest validation FG-ARI), both
 /// exportable by `msf-export`, and returns the best one's path.
 pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: impl FnMut(&StepReport)) -> Result<PathBuf, TrainError> {
     let problems = cfg.problems();
@@ -309,8 +338,7 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
     tch::manual_seed(cfg.data.seed.wrapping_add(1) as i64);
     let r = &cfg.stage2;
     let vs = nn::VarStore::new(Device::cuda_if_available());
-    let mut model = SlateMsf::new(&vs.root(), &cfg.model_config(), &vq_config(cfg), &slate_config(cfg));
-    model.mediat_noise = r.mediat_noise;
+    let model = stage2_model(cfg, &vs);
 
     if let Some(init) = opts.init_from {
         let ck = read_checkpoint(init)?;
@@ -350,7 +378,7 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
     let val = validation_set(cfg);
     if state.step == 0 && !val.is_empty() {
         // The untrained model's metrics: the floor training must rise above.
-        let summary = validate(&model, &val, vs.device());
+        let summary = validate(model.encoder(), &val, vs.device());
         report(&StepReport { stage: 2, step: 0, steps: r.steps, loss: f64::NAN, lr: 0.0, val: Some(summary), codes_used: None });
     }
     let mut loader = Loader::start(Source::new(cfg)?, r.batch, state.step, r.steps, cfg.data.loader_threads);
@@ -363,7 +391,7 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
         let value = optimise(&mut opt, &out.loss, r.clip, step)?;
         state.step += 1;
         let done = state.step == r.steps;
-        let summary = ((state.step % r.val_every.max(1) == 0 || done) && !val.is_empty()).then(|| validate(&model, &val, vs.device()));
+        let summary = ((state.step % r.val_every.max(1) == 0 || done) && !val.is_empty()).then(|| validate(model.encoder(), &val, vs.device()));
         if let Some(fg) = summary.and_then(|s| s.fg_ari) {
             if state.best_fg_ari.is_none_or(|b| fg > b) {
                 state.best_fg_ari = Some(fg);
