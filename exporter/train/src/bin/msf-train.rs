@@ -45,7 +45,7 @@ enum Command {
         common: Common,
     },
     /// Stage 2: train SLATE-MSF or SlotDiffusion-MSF against the frozen stage-1 VQ-VAE. Writes
-    /// OUT/stage2/{last,best}.pth.
+    /// OUT/stage2/{last,best,untrained}.pth.
     Stage2 {
         #[command(flatten)]
         common: Common,

@@ -327,8 +327,9 @@ pub struct Stage2Options<'a> {
     pub resume: bool,
 }
 
-/// Stage 2: SLATE-MSF or SlotDiffusion-MSF (`model.decoder`). Writes `dir/last.pth` and `dir/best.pth` (highest validation FG-ARI), both
-/// exportable by `msf-export`, and returns the best one's path.
+/// Stage 2: SLATE-MSF or SlotDiffusion-MSF (`model.decoder`). Writes `dir/last.pth`,
+/// `dir/best.pth` (highest validation FG-ARI) and `dir/untrained.pth` (the model before its first
+/// step), all exportable by `msf-export`, and returns the best one's path.
 pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: impl FnMut(&StepReport)) -> Result<PathBuf, TrainError> {
     let problems = cfg.problems();
     if !problems.is_empty() {
@@ -376,8 +377,12 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
     let mut opt = nn::Adam::default().build(&vs, r.lr)?;
     let warmup = (r.steps as f64 * r.warmup) as usize;
     let val = validation_set(cfg);
+    if state.step == 0 {
+        // The untrained model, kept so that it can be scored on any data (the floor training
+        // must rise above).
+        save_var_store(&vs, &dir.join("untrained.pth"))?;
+    }
     if state.step == 0 && !val.is_empty() {
-        // The untrained model's metrics: the floor training must rise above.
         let summary = validate(model.encoder(), &val, vs.device());
         report(&StepReport { stage: 2, step: 0, steps: r.steps, loss: f64::NAN, lr: 0.0, val: Some(summary), codes_used: None });
     }
