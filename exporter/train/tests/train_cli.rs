@@ -56,6 +56,18 @@ fn two_stages_resume_export_and_score_like_msf_eval() {
     assert_eq!(log.lines().count(), 7, "the untrained model's validation, 6 steps (the resumed run appends)");
     assert!(log.lines().next().unwrap().contains("\"step\":0"), "{log}");
     assert!(out.join("stage2/best.pth").is_file() && onnx.is_file());
+    // The small preset trains its backbone (no pretrained one here) and keeps the VQ-VAE frozen.
+    let load = |name: &str| msf_exporter::checkpoint::load(&out.join("stage2").join(name), &Default::default(), &|_| true).unwrap();
+    let (before, after) = (load("untrained.pth"), load("last.pth"));
+    assert_eq!(before.data.keys().collect::<Vec<_>>(), after.data.keys().collect::<Vec<_>>());
+    for key in ["m.encode_backbone.1.pos_embed", "m.encode_backbone.1.blocks.0.attn.qkv.weight", "m.aggregat.proj_q.weight"] {
+        assert_ne!(before.data[key], after.data[key], "{key} was not trained");
+    }
+    for (key, v) in &before.data {
+        if key.starts_with("m.mediat.") {
+            assert_eq!(v, &after.data[key], "{key} is frozen in stage 2");
+        }
+    }
 
     // The trainer validates on generated images of seed + 1000003: msf-eval on the exported
     // model over those images gives the same numbers.

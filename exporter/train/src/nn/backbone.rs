@@ -69,12 +69,20 @@ impl Backbone {
         let conv = nn::ConvConfig { stride: patch, ..Default::default() };
         Backbone {
             patch: nn::conv2d(p / "patch_embed" / "proj", 3, e, patch, conv),
-            cls_token: p.var("cls_token", &[1, 1, e], nn::Init::Const(0.0)),
-            pos_embed: p.var("pos_embed", &[1, (c.grid * c.grid) as i64 + 1, e], nn::Init::Const(0.0)),
+            // timm's initialisation: a model trained from scratch needs a non-zero position
+            // embedding to tell its patches apart (a zero one gives every patch the same
+            // position and nothing to break the symmetry).
+            cls_token: p.var("cls_token", &[1, 1, e], nn::Init::Randn { mean: 0.0, stdev: 1e-6 }),
+            pos_embed: p.var("pos_embed", &[1, (c.grid * c.grid) as i64 + 1, e], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
             blocks: (0..c.depth).map(|i| Block::new(&(p / "blocks" / i), c)).collect(),
             norm: nn::layer_norm(p / "norm", vec![e], nn::LayerNormConfig { eps: c.ln_eps as f64, ..Default::default() }),
             input_size: (c.grid * c.patch_size) as i64,
         }
+    }
+
+    /// Whether training updates it (stage 2 freezes it when it is pretrained).
+    pub fn trainable(&self) -> bool {
+        self.pos_embed.requires_grad()
     }
 
     /// (B, 3, S, S) at the backbone size → patch features (B, G², E), class token dropped.

@@ -71,6 +71,17 @@ impl Encoder {
         self.backbone.forward(&x)
     }
 
+    /// [`features`](Self::features) for a training step: with gradients only when training a
+    /// backbone that is not frozen (a pretrained DINOv2 stays frozen; a small model trained from
+    /// scratch learns its features).
+    pub fn features_t(&self, image: &Tensor, train: bool) -> Tensor {
+        if train && self.backbone.trainable() {
+            self.features(image)
+        } else {
+            tch::no_grad(|| self.features(image))
+        }
+    }
+
     /// Backbone features → slots (B, K, D) and attention (B, K, G²): projection, initial slots
     /// (with learned noise in training) and Slot Attention.
     pub fn group(&self, feats: &Tensor, train: bool) -> (Tensor, Tensor) {

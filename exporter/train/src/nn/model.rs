@@ -55,11 +55,11 @@ impl SlateMsf {
     }
 
     /// Teacher-forced SLATE loss on normalised images (B, 3, 256, 256): the decoder predicts the
-    /// frozen VQ-VAE's scale-0 code indices from its quantisation and the slots. The backbone
-    /// and the VQ-VAE run without gradients (frozen in stage 2).
+    /// frozen VQ-VAE's scale-0 code indices from its quantisation and the slots. The VQ-VAE runs
+    /// without gradients (frozen in stage 2), the backbone too unless it is trained.
     pub fn stage2(&self, images: &Tensor, train: bool) -> Stage2Output {
         let b = images.size()[0];
-        let feats = tch::no_grad(|| self.encoder.features(images));
+        let feats = self.encoder.features_t(images, train);
         let (slots, attn) = self.encoder.group(&feats, train);
         let vq = tch::no_grad(|| self.mediat.forward(images, if train { self.mediat_noise } else { 0.0 }, 0.0, false));
         let (zidx, quant) = (&vq.zidxs[0], &vq.quants[0]); // (B, 2, h, w), (B, C, h, w)

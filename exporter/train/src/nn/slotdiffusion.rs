@@ -44,12 +44,12 @@ impl SlotDiffusionMsf {
     }
 
     /// [`stage2`](Self::stage2) with the timesteps (B,) and noise (shaped like the target encoding
-    /// (B, C, h, w)) given by `draw`, which sees the target: the backbone and the VQ-VAE run
-    /// without gradients (frozen in stage 2); the UNet predicts the noise of the noised encoding
+    /// (B, C, h, w)) given by `draw`, which sees the target: the VQ-VAE runs without gradients
+    /// (frozen in stage 2), the backbone too unless it is trained; the UNet predicts the noise of the noised encoding
     /// from the slots, and the loss is the mean squared error of that prediction.
     pub fn stage2_with(&self, images: &Tensor, train: bool, draw: &dyn Fn(&Tensor) -> (Tensor, Tensor)) -> Stage2Output {
         let b = images.size()[0];
-        let feats = tch::no_grad(|| self.encoder.features(images));
+        let feats = self.encoder.features_t(images, train);
         let (slots, attn) = self.encoder.group(&feats, train);
         let target = tch::no_grad(|| self.mediat.encode(images));
         let (t, noise) = draw(&target);
