@@ -168,7 +168,7 @@ impl TrainConfig {
         }
     }
 
-    /// A small setting for a 2-core CPU: a 2-block, 64-wide ViT on 16×16 patches of 8 px, 5
+    /// A small setting for a 2-core CPU: a 2-block, 64-wide ViT on 16×16 patches of 8 px, 7
     /// slots of 64, a 16-channel VQ-VAE with 64 codes, a 2-layer decoder, 128 px training images.
     pub fn small() -> TrainConfig {
         TrainConfig {
@@ -179,7 +179,7 @@ impl TrainConfig {
                 mlp_dim: 256,
                 patch: 8,
                 grid: 16,
-                slots: 5,
+                slots: 7,
                 slot_dim: 64,
                 slot_ffn: 256,
                 iters: 3,
