@@ -46,6 +46,7 @@ fn two_stages_resume_export_and_score_like_msf_eval() {
     msf_train(&[&"stage2", &"--config", &config, &"--out", &out, &"--steps", &"3", &"--batch", &"2", &"-q"]).assert_ok();
     let state: Value = serde_json::from_slice(&std::fs::read(out.join("stage2/state.json")).unwrap()).unwrap();
     assert_eq!(state["step"], 3);
+    assert!(out.join("stage2/last.adam.pth").is_file(), "Adam's moments are kept for --resume");
     let onnx = dir.path().join("slate.onnx");
     let o = msf_train(&[&"stage2", &"--config", &config, &"--out", &out, &"--steps", &"6", &"--batch", &"2", &"--resume", &"-q", &"--export", &onnx]);
     o.assert_ok();

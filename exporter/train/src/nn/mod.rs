@@ -8,6 +8,7 @@
 //! Training-only decoders: [`slate`] (SLATE-MSF, in [`model`]) and [`unet`] with the [`ddpm`]
 //! noising process (SlotDiffusion-MSF, in [`slotdiffusion`]).
 
+pub mod adam;
 pub mod backbone;
 pub mod ddpm;
 pub mod encoder;

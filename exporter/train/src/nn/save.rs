@@ -16,7 +16,12 @@ pub enum CheckpointWriteError {
 
 /// Every variable of `vs` (by its full name, e.g. `m.aggregat.proj_q.weight`), in name order, as f32.
 pub fn save_var_store(vs: &VarStore, path: &Path) -> Result<(), CheckpointWriteError> {
-    let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    save_tensors(vs.variables(), path)
+}
+
+/// Named tensors in name order, as f32, in the `torch.save(state_dict)` format, atomically.
+pub fn save_tensors(named: impl IntoIterator<Item = (String, tch::Tensor)>, path: &Path) -> Result<(), CheckpointWriteError> {
+    let mut vars: Vec<(String, tch::Tensor)> = named.into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let owned: Vec<(String, Vec<usize>, Vec<f32>)> = vars
         .iter()

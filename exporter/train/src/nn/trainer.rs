@@ -1,8 +1,9 @@
 //! The two training stages (upstream recipe, spec §3): stage 1 trains the MSF VQ-VAE; stage 2
 //! trains SLATE-MSF or SlotDiffusion-MSF (projection, slots, Slot Attention, decoder) against the
-//! frozen VQ-VAE (its codes, or its encoding), with validation metrics on held-out images. Batches are made ahead on loader threads;
-//! checkpoints are written atomically in upstream's format, so an interrupted run loses at most
-//! `save_every` steps and `--resume` picks up from the last one.
+//! frozen VQ-VAE (its codes, or its encoding), with validation metrics on held-out images.
+//! Batches are made ahead on loader threads; checkpoints are written atomically in upstream's
+//! format, so an interrupted run loses at most `save_every` steps and `--resume` picks up from
+//! the last one, Adam's moments included.
 
 use super::encoder::{checkpoint_tensors, load_weights, LoadError};
 use msf_exporter::checkpoint::save::TensorOut;
@@ -10,7 +11,7 @@ use super::encoder::Encoder;
 use super::model::{SlateMsf, Stage2Model};
 use super::slotdiffusion::SlotDiffusionMsf;
 use super::unet::UNetConfig;
-use super::save::{save_var_store, CheckpointWriteError};
+use super::save::{save_tensors, save_var_store, CheckpointWriteError};
 use super::slate::SlateConfig;
 use super::train::{cosine_linear, image_tensor, linear_cosine, log_cosine, normalised_chw};
 use super::vqvae::{stage1_loss, VqVae, VqVaeConfig};
@@ -23,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use super::adam::Adam;
+use tch::{nn, Device, Kind, Tensor};
 
 /// Side of the validation images: upstream's 256, the exported model's input.
 pub const IMAGE_SIZE: u32 = 256;
@@ -183,7 +185,7 @@ fn distinct(idx: &Tensor) -> usize {
 
 /// One optimiser step on `loss` (gradient clipped to `clip`); its value, or an error if it is
 /// not finite (nothing is applied then).
-fn optimise(opt: &mut nn::Optimizer, loss: &Tensor, clip: f64, step: usize) -> Result<f64, TrainError> {
+fn optimise(opt: &mut Adam, loss: &Tensor, clip: f64, step: usize) -> Result<f64, TrainError> {
     let value = loss.double_value(&[]);
     if !value.is_finite() {
         return Err(TrainError::Diverged(value, step));
@@ -237,10 +239,25 @@ fn state_path(dir: &Path) -> PathBuf {
     dir.join("state.json")
 }
 
-fn save_run(vs: &nn::VarStore, dir: &Path, name: &str, state: &RunState) -> Result<(), TrainError> {
-    save_var_store(vs, &dir.join(name))?;
+/// The optimiser's moments beside `last.pth`.
+const OPTIMIZER_STATE: &str = "last.adam.pth";
+
+/// `dir/last.pth`, the optimiser's state and `state.json`: everything `--resume` needs.
+fn save_run(vs: &nn::VarStore, opt: &Adam, dir: &Path, state: &RunState) -> Result<(), TrainError> {
+    save_var_store(vs, &dir.join("last.pth"))?;
+    save_tensors(opt.state(), &dir.join(OPTIMIZER_STATE))?;
     let json = serde_json::to_vec_pretty(state).expect("state serialises");
     msf_exporter::write::write_atomic(&state_path(dir), &json).map_err(|e| TrainError::Save(e.into()))
+}
+
+/// Adam's moments saved by the run being resumed (a run saved without them restarts them).
+fn resume_optimizer(opt: &mut Adam, dir: &Path, resume: bool) -> Result<(), TrainError> {
+    let path = dir.join(OPTIMIZER_STATE);
+    if resume && path.is_file() {
+        let ck = read_checkpoint(&path)?;
+        opt.load_state(&ck).map_err(|e| TrainError::Incompatible { path, reason: format!("optimiser state does not fit this model ({e})") })?;
+    }
+    Ok(())
 }
 
 /// `dir/last.pth` and its state when resuming, else a fresh start.
@@ -272,14 +289,15 @@ pub fn stage1(cfg: &TrainConfig, dir: &Path, resume: bool, mut report: impl FnMu
     let vs = nn::VarStore::new(Device::cuda_if_available());
     let vae = VqVae::new(&(vs.root() / "m"), &vq_config(cfg), true);
     let mut state = resume_from(&vs, dir, resume)?;
-    let mut opt = nn::Adam::default().build(&vs, r.lr)?;
+    let mut opt = Adam::new(&vs, r.lr);
+    resume_optimizer(&mut opt, dir, resume)?;
     let warmup = (r.steps as f64 * r.warmup) as usize;
     let mut loader = Loader::start(Source::new(cfg)?, r.batch, state.step, r.steps, cfg.data.loader_threads);
     while state.step < r.steps {
         let step = state.step;
         let images = loader.next_batch()?.to_device(vs.device());
         let lr = linear_cosine(step, warmup, r.steps, 0.0, r.lr, r.lr / 1e3);
-        opt.set_lr(lr);
+        opt.lr = lr;
         let noise = log_cosine(step, r.steps, r.noise[0], r.noise[1]);
         let alpha = cosine_linear(step, r.steps / 2, r.steps, 1.0, 0.0, 0.0);
         let out = vae.forward(&images, noise, alpha, true);
@@ -288,7 +306,7 @@ pub fn stage1(cfg: &TrainConfig, dir: &Path, resume: bool, mut report: impl FnMu
         let codes_used = Some(out.zidxs.iter().map(|z| [0, 1].map(|k| distinct(&z.select(1, k)))).collect());
         state.step += 1;
         if state.step % r.save_every.max(1) == 0 || state.step == r.steps {
-            save_run(&vs, dir, "last.pth", &state)?;
+            save_run(&vs, &opt, dir, &state)?;
         }
         report(&StepReport { stage: 1, step: state.step, steps: r.steps, loss: value, lr, val: None, codes_used });
     }
@@ -374,7 +392,8 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
             let _ = v.set_requires_grad(false);
         }
     }
-    let mut opt = nn::Adam::default().build(&vs, r.lr)?;
+    let mut opt = Adam::new(&vs, r.lr);
+    resume_optimizer(&mut opt, dir, opts.resume)?;
     let warmup = (r.steps as f64 * r.warmup) as usize;
     let val = validation_set(cfg);
     if state.step == 0 {
@@ -391,7 +410,7 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
         let step = state.step;
         let images = loader.next_batch()?.to_device(vs.device());
         let lr = linear_cosine(step, warmup, r.steps, 0.0, r.lr, r.lr / 1e3);
-        opt.set_lr(lr);
+        opt.lr = lr;
         let out = model.stage2(&images, true);
         let value = optimise(&mut opt, &out.loss, r.clip, step)?;
         state.step += 1;
@@ -404,7 +423,7 @@ pub fn stage2(cfg: &TrainConfig, dir: &Path, opts: &Stage2Options, mut report: i
             }
         }
         if state.step % r.save_every.max(1) == 0 || done {
-            save_run(&vs, dir, "last.pth", &state)?;
+            save_run(&vs, &opt, dir, &state)?;
         }
         report(&StepReport { stage: 2, step: state.step, steps: r.steps, loss: value, lr, val: summary, codes_used: None });
     }
