@@ -4,8 +4,9 @@
 //! model whose slots and masks equal tch's.
 #![cfg(feature = "tch")]
 
+mod common;
+
 use msf_exporter::{checkpoint, spec};
-use msf_runtime::session::{self, SessionOptions};
 use msf_tests::require_fixtures;
 use msf_train::data::Generated;
 use msf_train::nn::model::{sizes_from_checkpoint, SlateMsf};
@@ -78,17 +79,7 @@ fn fixture_trains_saves_and_exports() {
 
     // Save in upstream's format; msf-export's library reads and exports it; tract runs it.
     let dir = msf_tests::temp_dir("tch-slate");
-    let ckpt = dir.path().join("best.pth");
-    msf_train::nn::save::save_var_store(&vs, &ckpt).unwrap();
-    let onnx = dir.path().join("trained.onnx");
-    msf_exporter::export::export(&ckpt, &onnx, &Default::default()).unwrap();
-    let exported = session::load(&onnx, &SessionOptions::default()).unwrap();
-    let eval = tch::no_grad(|| model.encoder.forward(&batch, false));
-    let o = exported.run(&Vec::<f32>::try_from(batch.flatten(0, -1)).unwrap(), 4, None).unwrap();
-    let slots: Vec<f32> = Vec::try_from(eval.slots.flatten(0, -1)).unwrap();
-    let masks: Vec<i64> = Vec::try_from(eval.masks.flatten(0, -1)).unwrap();
-    let d = slots.iter().zip(&o.slots).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let same = masks.iter().zip(&o.masks).filter(|(a, b)| a == b).count() as f64 / masks.len() as f64;
+    let (d, same) = common::export_and_compare(&vs, &model.encoder, &batch, dir.path());
     assert!(d <= 1e-4, "trained slots: tch vs exported ONNX max |Δ| {d}");
     assert!(same >= 0.999, "trained masks: {:.4} % equal", same * 100.0);
     msf_tests::note(format!(
