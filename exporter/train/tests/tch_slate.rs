@@ -8,7 +8,6 @@ mod common;
 
 use msf_exporter::{checkpoint, spec};
 use msf_tests::require_fixtures;
-use msf_train::data::Generated;
 use msf_train::nn::model::{sizes_from_checkpoint, SlateMsf};
 use msf_train::nn::slate::SlateConfig;
 use msf_train::nn::vqvae::VqVaeConfig;
@@ -53,14 +52,8 @@ fn fixture_trains_saves_and_exports() {
     assert_eq!(shapes(&vs).len(), ck.info.len(), "every tensor of the file has a variable");
 
     // Stage 2: backbone and VQ-VAE frozen, the rest trained.
-    let frozen = |k: &str| k.starts_with("m.encode_backbone.") || k.starts_with("m.mediat.");
-    for (k, v) in vs.variables() {
-        if frozen(&k) {
-            let _ = v.set_requires_grad(false);
-        }
-    }
-    let data = Generated { count: 4, seed: 11, ..Default::default() };
-    let batch = Tensor::stack(&data.iter().map(|s| msf_train::nn::train::image_tensor(&s.image)).collect::<Vec<_>>(), 0);
+    common::freeze_backbone_and_mediat(&vs);
+    let batch = common::generated_batch(4, 11);
     let mut opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
     let before: Vec<f32> = Vec::try_from(vs.variables()["m.encode_backbone.1.norm.weight"].shallow_clone()).unwrap();
     let mut losses = vec![];

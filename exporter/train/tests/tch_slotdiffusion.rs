@@ -8,7 +8,6 @@ mod common;
 
 use msf_exporter::{checkpoint, spec};
 use msf_tests::require_fixtures;
-use msf_train::data::Generated;
 use msf_train::nn::ddpm::{Ddpm, DdpmConfig};
 use msf_train::nn::encoder::{checkpoint_tensors, load_weights};
 use msf_train::nn::slotdiffusion::{sizes_from_checkpoint, unet_sizes_from_checkpoint, SlotDiffusionMsf};
@@ -149,14 +148,8 @@ fn fixture_trains_saves_and_exports() {
     assert!(load_weights(&vs, checkpoint_tensors(&ck)).unwrap().is_empty());
 
     // Stage 2: backbone and VQ-VAE frozen, the rest trained.
-    let frozen = |k: &str| k.starts_with("m.encode_backbone.") || k.starts_with("m.mediat.");
-    for (k, v) in vs.variables() {
-        if frozen(&k) {
-            let _ = v.set_requires_grad(false);
-        }
-    }
-    let data = Generated { count: 4, seed: 11, ..Default::default() };
-    let batch = Tensor::stack(&data.iter().map(|s| msf_train::nn::train::image_tensor(&s.image)).collect::<Vec<_>>(), 0);
+    common::freeze_backbone_and_mediat(&vs);
+    let batch = common::generated_batch(4, 11);
     // One timestep and one noise draw per image, the same at every step, so that the losses of
     // different steps compare (a fresh draw per step varies the loss more than training does).
     let t = Tensor::from_slice(&[40i64, 260, 520, 880]);

@@ -23,3 +23,18 @@ pub fn export_and_compare(vs: &nn::VarStore, encoder: &Encoder, batch: &Tensor, 
     let same = masks.iter().zip(&o.masks).filter(|(a, b)| a == b).count() as f64 / masks.len() as f64;
     (d, same)
 }
+
+/// Stage 2's freezing: the backbone (pretrained upstream) and the VQ-VAE stop taking gradients.
+pub fn freeze_backbone_and_mediat(vs: &nn::VarStore) {
+    for (k, v) in vs.variables() {
+        if k.starts_with("m.encode_backbone.") || k.starts_with("m.mediat.") {
+            let _ = v.set_requires_grad(false);
+        }
+    }
+}
+
+/// `count` generated images of `seed` as one normalised batch (B, 3, 256, 256).
+pub fn generated_batch(count: usize, seed: u64) -> Tensor {
+    let data = msf_train::data::Generated { count, seed, ..Default::default() };
+    Tensor::stack(&data.iter().map(|s| msf_train::nn::train::image_tensor(&s.image)).collect::<Vec<_>>(), 0)
+}
