@@ -12,29 +12,19 @@ use msf_train::nn::model::{sizes_from_checkpoint, SlateMsf};
 use msf_train::nn::slate::SlateConfig;
 use msf_train::nn::vqvae::VqVaeConfig;
 use std::collections::BTreeMap;
-use tch::{nn, nn::OptimizerConfig, Device, Tensor};
-
-/// An upstream key dump as the exporter's `TensorInfo` map (what its shape inference reads).
-fn tsv(name: &str) -> Option<BTreeMap<String, checkpoint::TensorInfo>> {
-    let dump = msf_tests::upstream_key_dump(name)?;
-    Some(dump.into_iter().map(|(k, shape)| (k, checkpoint::TensorInfo { shape, dtype: checkpoint::DType::F32 })).collect())
-}
-
-fn shapes(vs: &nn::VarStore) -> BTreeMap<String, Vec<usize>> {
-    vs.variables().into_iter().map(|(k, v)| (k, v.size().iter().map(|&d| d as usize).collect())).collect()
-}
+use tch::{nn, nn::OptimizerConfig, Device};
 
 #[test]
 fn full_size_layout_is_upstreams() {
     let Some(_) = require_fixtures("full_size_layout_is_upstreams") else { return };
-    let info = tsv("slate_r_vqvae-coco-msf.state_dict.tsv").expect("key dump next to the fixtures");
+    let info = common::key_dump("slate_r_vqvae-coco-msf.state_dict.tsv").expect("key dump next to the fixtures");
     let config = spec::infer_config(&info, spec::detect_kind(&info).unwrap(), 3).unwrap();
     let (vq, dec) = sizes_from_checkpoint(&info).unwrap();
     assert_eq!((vq, dec), (VqVaeConfig::default(), SlateConfig::default()), "upstream's sizes are the defaults");
     let vs = nn::VarStore::new(Device::Cpu);
     let _ = SlateMsf::new(&vs.root(), &config, &VqVaeConfig::default(), &SlateConfig::default());
     let want: BTreeMap<String, Vec<usize>> = info.into_iter().map(|(k, v)| (k, v.shape)).collect();
-    assert_eq!(shapes(&vs), want);
+    assert_eq!(common::shapes(&vs), want);
     msf_tests::note(format!("SLATE-MSF on tch: {} parameters, the layout of upstream's state_dict", want.len()));
 }
 
@@ -49,7 +39,7 @@ fn fixture_trains_saves_and_exports() {
     let model = SlateMsf::new(&vs.root(), &config, &vq, &dec);
     let rest = msf_train::nn::encoder::load_weights(&vs, msf_train::nn::encoder::checkpoint_tensors(&ck)).unwrap();
     assert!(rest.is_empty(), "variables the fixture lacks: {rest:?}");
-    assert_eq!(shapes(&vs).len(), ck.info.len(), "every tensor of the file has a variable");
+    assert_eq!(common::shapes(&vs).len(), ck.info.len(), "every tensor of the file has a variable");
 
     // Stage 2: backbone and VQ-VAE frozen, the rest trained.
     common::freeze_backbone_and_mediat(&vs);

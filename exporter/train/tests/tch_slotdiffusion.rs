@@ -22,15 +22,6 @@ fn one_thread() {
     tch::set_num_threads(1);
 }
 
-fn tsv(name: &str) -> Option<BTreeMap<String, checkpoint::TensorInfo>> {
-    let dump = msf_tests::upstream_key_dump(name)?;
-    Some(dump.into_iter().map(|(k, shape)| (k, checkpoint::TensorInfo { shape, dtype: checkpoint::DType::F32 })).collect())
-}
-
-fn shapes(vs: &nn::VarStore) -> BTreeMap<String, Vec<usize>> {
-    vs.variables().into_iter().map(|(k, v)| (k, v.size().iter().map(|&d| d as usize).collect())).collect()
-}
-
 fn load_fixture(fx: &std::path::Path) -> checkpoint::Checkpoint {
     checkpoint::load(&fx.join("tiny-slotdiffusion-msf.pth"), &checkpoint::Limits::default(), &|_| true).unwrap()
 }
@@ -50,7 +41,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 fn full_size_layout_is_upstreams() {
     one_thread();
     let Some(_) = require_fixtures("full_size_layout_is_upstreams") else { return };
-    let info = tsv("slotdiffusion_r_vqvae-coco-msf.state_dict.tsv").expect("key dump next to the fixtures");
+    let info = common::key_dump("slotdiffusion_r_vqvae-coco-msf.state_dict.tsv").expect("key dump next to the fixtures");
     let config = spec::infer_config(&info, spec::detect_kind(&info).unwrap(), 3).unwrap();
     let (vq, unet) = sizes_from_checkpoint(&info).unwrap();
     assert_eq!(vq, VqVaeConfig { code_dim: 4, ..Default::default() });
@@ -58,7 +49,7 @@ fn full_size_layout_is_upstreams() {
     let vs = nn::VarStore::new(Device::Cpu);
     let _ = SlotDiffusionMsf::new(&vs.root(), &config, &vq, &UNetConfig::default());
     let want: BTreeMap<String, Vec<usize>> = info.into_iter().map(|(k, v)| (k, v.shape)).collect();
-    let got = shapes(&vs);
+    let got = common::shapes(&vs);
     assert_eq!(got.len(), 968);
     assert_eq!(got, want);
     let params: usize = want.values().map(|s| s.iter().product::<usize>()).sum();
@@ -81,7 +72,7 @@ fn fixture_loads_completely() {
     let rest = load_weights(&vs, checkpoint_tensors(&ck)).unwrap();
     assert!(rest.is_empty(), "variables the fixture lacks: {rest:?}");
     let want: BTreeMap<String, Vec<usize>> = ck.info.iter().map(|(k, v)| (k.clone(), v.shape.clone())).collect();
-    assert_eq!(shapes(&vs), want, "every tensor of the file has a variable of its shape");
+    assert_eq!(common::shapes(&vs), want, "every tensor of the file has a variable of its shape");
 
     // The loaded weights run: the eval loss is finite and the UNet's output has the latent's shape.
     let images = Tensor::randn([2, 3, 256, 256], (Kind::Float, Device::Cpu));

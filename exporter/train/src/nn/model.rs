@@ -71,18 +71,28 @@ impl SlateMsf {
     }
 }
 
+/// Shapes of a checkpoint by key (what the `*sizes_from_checkpoint` functions read).
+pub type CheckpointShapes = std::collections::BTreeMap<String, msf_exporter::checkpoint::TensorInfo>;
+
+/// The shape of `key`, if the checkpoint has it.
+pub(crate) fn shape_of(info: &CheckpointShapes, key: &str) -> Option<Vec<usize>> {
+    info.get(key).map(|t| t.shape.clone())
+}
+
+/// How many numbered children `prefix` has (`prefix0.…`, `prefix1.…`: the highest index + 1).
+pub(crate) fn numbered_children(info: &CheckpointShapes, prefix: &str) -> Option<usize> {
+    info.keys().filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok()).max().map(|m| m + 1)
+}
+
 /// The VQ-VAE and decoder sizes of an upstream SLATE-MSF checkpoint, read from its shapes
 /// (the decoder's head count is not in the file: upstream's 4 is assumed).
-pub fn sizes_from_checkpoint(info: &std::collections::BTreeMap<String, msf_exporter::checkpoint::TensorInfo>) -> Option<(VqVaeConfig, SlateConfig)> {
-    let shape = |k: &str| info.get(k).map(|t| t.shape.clone());
-    let count = |prefix: &str| {
-        info.keys().filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok()).max().map_or(0, |m| m + 1)
-    };
+pub fn sizes_from_checkpoint(info: &CheckpointShapes) -> Option<(VqVaeConfig, SlateConfig)> {
+    let shape = |k: &str| shape_of(info, k);
     let vq = vqvae_sizes_from_checkpoint(info)?;
     let pe = shape("m.decode.posit_embed._pe").or_else(|| shape("m.decode.posit_embed.pe"))?;
     let dec = SlateConfig {
         dim: shape("m.decode.bos")?[2],
-        layers: count("m.decode.backbone.layers."),
+        layers: numbered_children(info, "m.decode.backbone.layers.").unwrap_or(0),
         heads: SlateConfig::default().heads,
         ffn_dim: shape("m.decode.backbone.layers.0.linear1.weight")?[0],
         tokens: pe[1],
@@ -92,15 +102,15 @@ pub fn sizes_from_checkpoint(info: &std::collections::BTreeMap<String, msf_expor
 }
 
 /// The sizes of a stage-2 checkpoint's frozen VQ-VAE (`m.mediat.*`), read from its shapes.
-pub fn vqvae_sizes_from_checkpoint(info: &std::collections::BTreeMap<String, msf_exporter::checkpoint::TensorInfo>) -> Option<VqVaeConfig> {
-    let shape = |k: &str| info.get(k).map(|t| t.shape.clone());
-    let scales = info.keys().filter_map(|k| k.strip_prefix("m.mediat.quant.")?.split('.').next()?.parse::<usize>().ok()).max()?;
+pub fn vqvae_sizes_from_checkpoint(info: &CheckpointShapes) -> Option<VqVaeConfig> {
+    let shape = |k: &str| shape_of(info, k);
     let codebook = shape("m.mediat.quant.0.codebook.weight")?;
     Some(VqVaeConfig {
         code_dim: shape("m.mediat.encode.3.weight")?[0],
         codes: codebook[0],
         codebook_dim: codebook[1],
-        scales,
+        // One shared quantiser, then one per scale.
+        scales: numbered_children(info, "m.mediat.quant.")?.checked_sub(1)?,
         channels: shape("m.mediat.encode.1.0.weight")?[0],
     })
 }

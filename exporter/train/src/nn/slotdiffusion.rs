@@ -7,12 +7,10 @@
 
 use super::ddpm::{Ddpm, DdpmConfig};
 use super::encoder::Encoder;
-use super::model::{vqvae_sizes_from_checkpoint, Stage2Model, Stage2Output};
+use super::model::{numbered_children, shape_of, vqvae_sizes_from_checkpoint, CheckpointShapes, Stage2Model, Stage2Output};
 use super::unet::{UNet, UNetConfig};
 use super::vqvae::{VqVae, VqVaeConfig};
-use msf_exporter::checkpoint::TensorInfo;
 use msf_models::{ModelConfig, Preprocess};
-use std::collections::BTreeMap;
 use tch::{nn, Reduction, Tensor};
 
 pub struct SlotDiffusionMsf {
@@ -72,29 +70,25 @@ impl Stage2Model for SlotDiffusionMsf {
 }
 
 /// The VQ-VAE and UNet sizes of an upstream SlotDiffusion-MSF checkpoint, read from its shapes.
-pub fn sizes_from_checkpoint(info: &BTreeMap<String, TensorInfo>) -> Option<(VqVaeConfig, UNetConfig)> {
+pub fn sizes_from_checkpoint(info: &CheckpointShapes) -> Option<(VqVaeConfig, UNetConfig)> {
     Some((vqvae_sizes_from_checkpoint(info)?, unet_sizes_from_checkpoint(info)?))
 }
 
 /// The UNet sizes of a SlotDiffusion-MSF checkpoint (`m.decode.backbone.*`), read from its
 /// shapes. The head count, GroupNorm groups and dropout are not in the file: upstream's (8, 32,
 /// 0.1) are assumed.
-pub fn unet_sizes_from_checkpoint(info: &BTreeMap<String, TensorInfo>) -> Option<UNetConfig> {
+pub fn unet_sizes_from_checkpoint(info: &CheckpointShapes) -> Option<UNetConfig> {
     const P: &str = "m.decode.backbone.";
-    let shape = |k: &str| info.get(&format!("{P}{k}")).map(|t| t.shape.clone());
-    let count = |prefix: &str| {
-        let prefix = format!("{P}{prefix}");
-        info.keys().filter_map(|k| k.strip_prefix(&prefix)?.split('.').next()?.parse::<usize>().ok()).max().map(|m| m + 1)
-    };
+    let shape = |k: &str| shape_of(info, &format!("{P}{k}"));
+    let count = |prefix: &str| numbered_children(info, &format!("{P}{prefix}"));
     let levels = count("down_blocks.")?;
     let block_channels = (0..levels).map(|i| Some(shape(&format!("down_blocks.{i}.resnets.0.conv1.weight"))?[0])).collect::<Option<Vec<_>>>()?;
-    let defaults = UNetConfig::default();
     Some(UNetConfig {
         in_channels: shape("conv_in.weight")?[1],
         out_channels: shape("conv_out.weight")?[0],
         block_channels,
         layers_per_block: count("down_blocks.0.resnets.")?,
         cross_attention_dim: shape("mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight")?[1],
-        ..defaults
+        ..UNetConfig::default()
     })
 }

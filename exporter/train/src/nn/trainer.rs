@@ -5,26 +5,25 @@
 //! format, so an interrupted run loses at most `save_every` steps and `--resume` picks up from
 //! the last one, Adam's moments included.
 
-use super::encoder::{checkpoint_tensors, load_weights, LoadError};
-use msf_exporter::checkpoint::save::TensorOut;
-use super::encoder::Encoder;
+use super::adam::Adam;
+use super::encoder::{checkpoint_tensors, load_weights, Encoder, LoadError};
 use super::model::{SlateMsf, Stage2Model};
-use super::slotdiffusion::SlotDiffusionMsf;
-use super::unet::UNetConfig;
 use super::save::{save_tensors, save_var_store, CheckpointWriteError};
 use super::slate::SlateConfig;
+use super::slotdiffusion::SlotDiffusionMsf;
 use super::train::{cosine_linear, image_tensor, linear_cosine, log_cosine, normalised_chw};
+use super::unet::UNetConfig;
 use super::vqvae::{stage1_loss, VqVae, VqVaeConfig};
 use crate::config::{Decoder, TrainConfig, UNET_GROUPS};
 use crate::data::{Folder, Generated, Sample};
 use crate::eval::labels_in_model_view;
 use crate::metrics::{score, summarize, Summary};
 use msf_exporter::checkpoint;
+use msf_exporter::checkpoint::save::TensorOut;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use super::adam::Adam;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Side of the validation images: upstream's 256, the exported model's input.
@@ -48,8 +47,6 @@ pub enum TrainError {
     Data(#[from] crate::data::DataError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
     #[error("the loss became {0} at step {1}: lower the learning rate")]
     Diverged(f64, usize),
     #[error("loading training images: {0}")]
@@ -320,11 +317,11 @@ pub fn validation_set(cfg: &TrainConfig) -> Vec<Sample> {
 }
 
 /// Metrics of the model's masks on labelled samples (eval mode, no noise).
-pub fn validate(model: &Encoder, samples: &[Sample], device: Device) -> Summary {
+pub fn validate(encoder: &Encoder, samples: &[Sample], device: Device) -> Summary {
     let mut scores = vec![];
     for chunk in samples.chunks(8) {
         let batch = Tensor::stack(&chunk.iter().map(|s| image_tensor(&s.image)).collect::<Vec<_>>(), 0).to_device(device);
-        let out = tch::no_grad(|| model.forward(&batch, false));
+        let out = tch::no_grad(|| encoder.forward(&batch, false));
         let masks = out.masks.to_kind(Kind::Uint8).to_device(Device::Cpu);
         let size = masks.size()[1] as usize;
         for (i, s) in chunk.iter().enumerate() {

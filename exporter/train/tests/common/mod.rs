@@ -38,3 +38,16 @@ pub fn generated_batch(count: usize, seed: u64) -> Tensor {
     let data = msf_train::data::Generated { count, seed, ..Default::default() };
     Tensor::stack(&data.iter().map(|s| msf_train::nn::train::image_tensor(&s.image)).collect::<Vec<_>>(), 0)
 }
+
+/// An upstream key dump (`../shared/spec/keys`) as the exporter's shape map, what its shape
+/// inference and the `*sizes_from_checkpoint` functions read.
+pub fn key_dump(name: &str) -> Option<std::collections::BTreeMap<String, msf_exporter::checkpoint::TensorInfo>> {
+    use msf_exporter::checkpoint::{DType, TensorInfo};
+    let dump = msf_tests::upstream_key_dump(name)?;
+    Some(dump.into_iter().map(|(k, shape)| (k, TensorInfo { shape, dtype: DType::F32 })).collect())
+}
+
+/// Every variable's shape by name.
+pub fn shapes(vs: &nn::VarStore) -> std::collections::BTreeMap<String, Vec<usize>> {
+    vs.variables().into_iter().map(|(k, v)| (k, v.size().iter().map(|&d| d as usize).collect())).collect()
+}
