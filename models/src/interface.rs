@@ -184,7 +184,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::*;
 

@@ -3,10 +3,11 @@
 //! Everything that both the exporter and the runtime must agree on lives here: the architecture
 //! configuration ([`config`]), which upstream checkpoint keys feed which tensor ([`keys`]), and the
 //! ONNX interface — input/output names, shapes and the metadata the exporter writes and the runtime
-//! reads ([`interface`]). The ONNX protobuf types ([`onnx`]) are generated from the vendored
+//! reads ([`interface`]), and the one check that an ONNX file meets it ([`contract`]). The ONNX protobuf types ([`onnx`]) are generated from the vendored
 //! `proto/onnx.proto`.
 
 pub mod config;
+pub mod contract;
 pub mod interface;
 pub mod keys;
 
@@ -17,4 +18,5 @@ pub mod onnx {
 }
 
 pub use config::{ModelConfig, ModelKind, Preprocess, ProjectConfig, SlotConfig, VitConfig};
+pub use contract::{ContractError, GraphContract, GraphShapes};
 pub use interface::{MetadataError, ModelMetadata};
