@@ -1,8 +1,9 @@
-//! Load a written model back with tract, run it, and optionally compare with reference outputs.
+//! Load a written model back with the runtime's tract backend (the one users run), run it, and
+//! optionally compare with reference outputs.
 
-use msf_models::interface::{ModelMetadata, INPUT_IMAGE, INPUT_SLOTS, OUTPUT_ATTN, OUTPUT_MASKS, OUTPUT_SLOTS};
+use msf_models::interface::{ModelMetadata, INPUT_IMAGE, OUTPUT_ATTN, OUTPUT_MASKS, OUTPUT_SLOTS};
+use msf_runtime::session::{self, BackendKind, SessionOptions};
 use std::path::{Path, PathBuf};
-use tract_onnx::prelude::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -10,8 +11,8 @@ pub enum VerifyError {
     Load { path: PathBuf, reason: String },
     #[error("tract could not run the model: {0}")]
     Run(String),
-    #[error("output `{name}` has shape {found:?}, expected {expected:?}")]
-    Shape { name: &'static str, expected: Vec<usize>, found: Vec<usize> },
+    #[error("output `{name}` has {found} values, expected shape {expected:?}")]
+    Shape { name: &'static str, expected: Vec<usize>, found: usize },
     #[error("output `{0}` has non-finite values")]
     NonFinite(&'static str),
     #[error("reference file {path}: {reason}")]
@@ -35,80 +36,34 @@ pub struct Diff {
     pub mask_agreement: f64,
 }
 
-fn run_err(e: impl std::fmt::Display) -> VerifyError {
-    VerifyError::Run(format!("{e:#}"))
-}
-
-/// Run the model at `path` on `input` (B,3,S,S) with tract and check output shapes and finiteness.
+/// Run the model at `path` on `input` (B,3,S,S) with the runtime's tract backend (which checks the
+/// file against the MSF contract first), and check output sizes, finiteness and mask values.
 pub fn run_tract(path: &Path, meta: &ModelMetadata, input: &[f32], batch: usize) -> Result<Outputs, VerifyError> {
-    let load = |e: TractError| VerifyError::Load { path: path.to_path_buf(), reason: format!("{e:#}") };
-    let s = meta.preprocess.graph_input_size();
+    let opts = SessionOptions { backend: BackendKind::Tract, ..Default::default() };
+    let reason = |e: msf_runtime::Error| msf_runtime::error::one_line(&e);
+    let backend = session::load(path, &opts).map_err(|e| VerifyError::Load { path: path.to_path_buf(), reason: reason(e) })?;
+    let out = backend.run(input, batch, None).map_err(|e| VerifyError::Run(reason(e)))?;
     let (k, d) = (meta.config.slots.num_slots, meta.config.slots.slot_dim);
-    let (mut model, slots_default) = load_tract_model(path).map_err(load)?;
-    model.set_input_fact(0, f32::fact([batch, 3, s, s]).into()).map_err(load)?;
-    if meta.slots_input {
-        model.set_input_fact(1, f32::fact([batch, k, d]).into()).map_err(load)?;
-    }
-    let plan = model.into_optimized().map_err(load)?.into_runnable().map_err(load)?;
-    let image = tract_ndarray::Array4::from_shape_vec((batch, 3, s, s), input.to_vec()).map_err(run_err)?;
-    let mut inputs: TVec<TValue> = tvec!(image.into_tensor().into());
-    if let Some(mean) = slots_default {
-        // The learned mean, fed explicitly for every batch item.
-        let mean = mean.to_plain_array_view::<f32>().map_err(run_err)?;
-        let init: Vec<f32> = (0..batch).flat_map(|_| mean.iter().copied()).collect();
-        inputs.push(tract_ndarray::Array3::from_shape_vec((batch, k, d), init).map_err(run_err)?.into_tensor().into());
-    }
-    let out = plan.run(inputs).map_err(run_err)?;
-    let g = meta.config.vit.grid;
-    let m = meta.preprocess.image_size;
-    let check = |i: usize, name: &'static str, expected: Vec<usize>| -> Result<(), VerifyError> {
-        let found = out[i].shape().to_vec();
-        if found != expected {
+    let (g, m) = (meta.config.vit.grid, meta.preprocess.image_size);
+    for (name, found, expected) in [
+        (OUTPUT_SLOTS, out.slots.len(), vec![batch, k, d]),
+        (OUTPUT_ATTN, out.attn.len(), vec![batch, k, g, g]),
+        (OUTPUT_MASKS, out.masks.len(), vec![batch, m, m]),
+    ] {
+        if found != expected.iter().product::<usize>() {
             return Err(VerifyError::Shape { name, expected, found });
         }
-        Ok(())
-    };
-    check(0, OUTPUT_SLOTS, vec![batch, k, d])?;
-    check(1, OUTPUT_ATTN, vec![batch, k, g, g])?;
-    check(2, OUTPUT_MASKS, vec![batch, m, m])?;
-    let slots = out[0].to_plain_array_view::<f32>().map_err(run_err)?.iter().copied().collect::<Vec<f32>>();
-    let attn = out[1].to_plain_array_view::<f32>().map_err(run_err)?.iter().copied().collect::<Vec<f32>>();
-    let masks = out[2].cast_to::<i64>().map_err(run_err)?.to_plain_array_view::<i64>().map_err(run_err)?.iter().copied().collect::<Vec<i64>>();
-    if slots.iter().any(|v| !v.is_finite()) {
+    }
+    if out.slots.iter().any(|v| !v.is_finite()) {
         return Err(VerifyError::NonFinite(OUTPUT_SLOTS));
     }
-    if attn.iter().any(|v| !v.is_finite()) {
+    if out.attn.iter().any(|v| !v.is_finite()) {
         return Err(VerifyError::NonFinite(OUTPUT_ATTN));
     }
-    if masks.iter().any(|&v| v < 0 || v >= k as i64) {
+    if out.masks.iter().any(|&v| v < 0 || v >= k as i64) {
         return Err(VerifyError::Mismatch(format!("`{OUTPUT_MASKS}` holds values outside 0..{k}")));
     }
-    Ok(Outputs { slots, attn, masks })
-}
-
-/// Load an ONNX file into tract. tract turns initializers that are also graph inputs into
-/// constants, so the `slots_init` default is taken out first: it becomes a real input, and its
-/// value (the learned mean) is returned for the caller to feed.
-pub fn load_tract_model(path: &Path) -> TractResult<(InferenceModel, Option<Tensor>)> {
-    let onnx = tract_onnx::onnx();
-    let mut proto = onnx.proto_model_for_path(path)?;
-    let mut default = None;
-    if let Some(graph) = proto.graph.as_mut() {
-        if let Some(pos) = graph.initializer.iter().position(|t| t.name == INPUT_SLOTS) {
-            let t = graph.initializer.remove(pos);
-            if graph.input.iter().any(|i| i.name == INPUT_SLOTS) {
-                default = Some(tract_onnx::tensor::load_tensor(&*onnx.provider, &t, path.parent().and_then(|p| p.to_str()))?);
-            } else {
-                graph.initializer.insert(pos, t);
-            }
-        }
-    }
-    let dir = path.parent().and_then(|p| p.to_str());
-    let parsed = onnx.parse(&proto, dir)?;
-    if !parsed.unresolved_inputs.is_empty() {
-        return Err(anyhow::anyhow!("unresolved inputs: {:?}", parsed.unresolved_inputs));
-    }
-    Ok((parsed.model, default))
+    Ok(Outputs { slots: out.slots, attn: out.attn, masks: out.masks })
 }
 
 /// A deterministic, image-like normalised input (smooth gradients plus texture), no randomness crate.

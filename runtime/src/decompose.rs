@@ -14,7 +14,8 @@
 
 use crate::error::{Error, Result};
 use crate::model::ModelInfo;
-use crate::preprocess::{ImageView, Preprocessor};
+use crate::preprocess::Preprocessor;
+use crate::view::ImageView;
 use crate::session::{self, Backend, BackendKind, Provider, RawOutputs, SessionOptions};
 use std::path::Path;
 use std::sync::Mutex;
@@ -207,6 +208,10 @@ impl DecomposerBuilder {
         self.opts.concurrency = n;
         self
     }
+    /// Whether a GPU execution provider is asked for (one call at a time suits it best).
+    pub fn wants_gpu(&self) -> bool {
+        self.opts.provider != Provider::Cpu
+    }
     /// Run on the CPU when the requested provider cannot be used (reported by [`Decomposer::provider`]).
     pub fn allow_fallback(mut self, yes: bool) -> Self {
         self.opts.allow_fallback = yes;
@@ -217,8 +222,23 @@ impl DecomposerBuilder {
         self.opts.preprocess_override = Some(p);
         self
     }
+    /// Load an ONNX file written by `msf-export` (read once, checked against the MSF contract).
     pub fn build(self, path: impl AsRef<Path>) -> Result<Decomposer> {
         let backend = session::load(path.as_ref(), &self.opts)?;
+        Ok(Decomposer { backend, pool: Mutex::new(Vec::new()) })
+    }
+
+    /// Load a model held in memory, e.g. shipped inside the application with `include_bytes!`.
+    ///
+    /// ```
+    /// # let model = msf_tests::FixtureModel::slate(false);
+    /// let onnx: Vec<u8> = std::fs::read(&model)?; // or `include_bytes!("slate.onnx")`
+    /// let dec = msf_runtime::Decomposer::builder().build_from_bytes(&onnx)?;
+    /// assert!(dec.info().num_slots > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build_from_bytes(self, onnx: &[u8]) -> Result<Decomposer> {
+        let backend = session::load_bytes(onnx, &self.opts)?;
         Ok(Decomposer { backend, pool: Mutex::new(Vec::new()) })
     }
 }
@@ -348,7 +368,7 @@ impl Decomposer {
 fn split_outputs(info: &ModelInfo, raw: RawOutputs, views: &[ImageView]) -> Result<Vec<Decomposition>> {
     let (k, d, g, m) = (info.num_slots, info.slot_dim, info.grid, info.mask_size);
     let b = views.len();
-    let bad = |what: &str, got: usize, want: usize| Error::Inference { backend: "output", reason: format!("`{what}` has {got} values, expected {want}") };
+    let bad = |what: &str, got: usize, want: usize| Error::inference("output", format!("`{what}` has {got} values, expected {want}"));
     if raw.slots.len() != b * k * d {
         return Err(bad("slots", raw.slots.len(), b * k * d));
     }

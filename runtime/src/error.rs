@@ -6,10 +6,13 @@ use std::path::PathBuf;
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A dependency's error (tract's, onnxruntime's), kept whole as a source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    // ---- borrowed pixel buffers (preprocess::ImageView) ----
+    // ---- borrowed pixel buffers (view::ImageView) ----
     /// A view of zero width or height: there is nothing to crop.
     #[error("image view has zero size ({width}x{height})")]
     ZeroSizeView { width: u32, height: u32 },
@@ -79,9 +82,15 @@ pub enum Error {
     /// The model file does not exist.
     #[error("{}: model file not found", path.display())]
     ModelNotFound { path: PathBuf },
-    /// The backend could not parse or optimise the file.
+    /// The file could not be read, parsed or optimised. `source` is the backend's own error, its
+    /// chain kept (the CLI prints it on one line, `one_line`).
     #[error("{}: cannot load the model: {reason}", path.display())]
-    ModelLoad { path: PathBuf, reason: String },
+    ModelLoad {
+        path: PathBuf,
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A valid ONNX file that is not an MSF decomposition graph.
     #[error("{}: not an MSF decomposition graph: {reason}", path.display())]
     NotMsfGraph { path: PathBuf, reason: String },
@@ -98,11 +107,13 @@ pub enum Error {
         backend: &'static str,
         reason: String,
     },
-    /// Running the graph failed.
+    /// Running the graph failed; `source` is the backend's own error, when it gave one.
     #[error("{backend} inference failed: {reason}")]
     Inference {
         backend: &'static str,
         reason: String,
+        #[source]
+        source: Option<BoxError>,
     },
     /// Initial slots were given to a model exported without `--slots-in`.
     #[error("this model has no `slots_init` input: export it with `msf-export --slots-in` for temporal mode")]
@@ -161,4 +172,56 @@ pub enum Error {
     /// Capturing from an opened camera failed at frame `frame`.
     #[error("{}: camera capture failed at frame {frame}: {reason}", device.display())]
     CameraCapture { device: PathBuf, frame: u64, reason: String },
+
+    // ---- the pipeline (pipeline) ----
+    /// A worker thread panicked (a bug, or a dependency's panic on hostile input).
+    #[error("a decomposition thread panicked: {0}")]
+    Panicked(String),
+    /// This frame shared an inference call with a frame whose call failed.
+    #[error("its batch failed: {0}")]
+    InBatch(String),
+}
+
+impl Error {
+    /// [`Error::ModelLoad`] for a reason of our own.
+    pub(crate) fn model_load(path: &std::path::Path, reason: impl Into<String>) -> Self {
+        Error::ModelLoad { path: path.to_path_buf(), reason: reason.into(), source: None }
+    }
+    /// [`Error::ModelLoad`] for a backend's error: its top message, and the error as the source.
+    pub(crate) fn backend_load(path: &std::path::Path, e: impl Into<BoxError>) -> Self {
+        let source = e.into();
+        Error::ModelLoad { path: path.to_path_buf(), reason: source.to_string(), source: Some(source) }
+    }
+    /// [`Error::Inference`] for a reason of our own.
+    pub(crate) fn inference(backend: &'static str, reason: impl Into<String>) -> Self {
+        Error::Inference { backend, reason: reason.into(), source: None }
+    }
+    /// [`Error::Inference`] for a backend's error, kept as the source.
+    pub(crate) fn backend_run(backend: &'static str, e: impl Into<BoxError>) -> Self {
+        let source = e.into();
+        Error::Inference { backend, reason: source.to_string(), source: Some(source) }
+    }
+}
+
+/// An error and its causes on one line, each cause once (messages often quote their cause already).
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = c.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+/// The text of a caught panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".into())
 }

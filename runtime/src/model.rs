@@ -1,9 +1,11 @@
-//! What the runtime knows about a loaded model: its MSF metadata and the shapes it implies.
+//! What the runtime knows about a model: the file read once and checked against the MSF contract
+//! ([`ModelFile`], for the backends), and its shapes ([`ModelInfo`], for users).
 
 use crate::error::{Error, Result};
-use msf_models::interface::{ModelMetadata, MetadataError};
-use msf_models::{ModelKind, Preprocess};
-use std::path::Path;
+use msf_models::interface::ModelMetadata;
+use msf_models::{ContractError, GraphContract, ModelKind, Preprocess};
+use prost::bytes::Bytes;
+use std::path::{Path, PathBuf};
 
 /// Shapes and preprocessing of a loaded decomposition graph.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,26 +25,104 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
-    pub fn from_metadata(meta: ModelMetadata) -> Self {
+    pub fn from_contract(c: &GraphContract) -> Self {
         ModelInfo {
-            kind: Some(meta.config.kind),
-            preprocess: meta.preprocess.clone(),
-            num_slots: meta.config.slots.num_slots,
-            slot_dim: meta.config.slots.slot_dim,
-            grid: meta.config.vit.grid,
-            mask_size: meta.preprocess.image_size,
-            slots_input: meta.slots_input,
-            metadata: Some(meta),
+            kind: c.metadata.as_ref().map(|m| m.config.kind),
+            metadata: c.metadata.clone(),
+            preprocess: c.preprocess.clone(),
+            num_slots: c.shapes.num_slots,
+            slot_dim: c.shapes.slot_dim,
+            grid: c.shapes.grid,
+            mask_size: c.shapes.mask_size,
+            slots_input: c.slots_input,
         }
     }
 }
 
-/// Read the MSF metadata from ONNX metadata pairs; a foreign graph is refused unless the caller
-/// supplied the preprocessing (`fallback`), in which case shapes are read from the graph later.
-pub(crate) fn metadata_from_props(path: &Path, props: &[(String, String)], fallback: Option<&Preprocess>) -> Result<Option<ModelMetadata>> {
-    match ModelMetadata::from_props(props.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-        Ok(m) => Ok(Some(m)),
-        Err(MetadataError::NotMsf) if fallback.is_some() => Ok(None),
-        Err(source) => Err(Error::Metadata { path: path.to_path_buf(), source }),
+/// Where the model comes from, for the loader and for messages.
+#[derive(Clone, Debug)]
+pub(crate) enum Origin {
+    File(PathBuf),
+    /// An ONNX model held in memory (embedded in the application's binary, say).
+    Memory,
+}
+
+/// An ONNX file's bytes, read once, and the contract they were checked against: what each
+/// backend parses and runs.
+pub(crate) struct ModelFile {
+    pub bytes: Bytes,
+    pub origin: Origin,
+    pub contract: GraphContract,
+}
+
+/// How messages name a model held in memory.
+const IN_MEMORY: &str = "(model in memory)";
+
+impl ModelFile {
+    /// Read `path` (a regular file: a FIFO or device is refused before it can block) and check it.
+    pub fn read(path: &Path, foreign: Option<&Preprocess>) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::ModelNotFound { path: path.to_path_buf() });
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::ModelLoad { path: path.to_path_buf(), reason: "cannot read the file".into(), source: Some(e.into()) })?;
+        Self::check(Bytes::from(bytes), Origin::File(path.to_path_buf()), foreign)
+    }
+
+    /// Check an ONNX model held in memory (external data cannot be used then: there is no folder).
+    pub fn from_memory(bytes: Bytes, foreign: Option<&Preprocess>) -> Result<Self> {
+        Self::check(bytes, Origin::Memory, foreign)
+    }
+
+    fn check(bytes: Bytes, origin: Origin, foreign: Option<&Preprocess>) -> Result<Self> {
+        let dir = match &origin {
+            Origin::File(p) => Some(p.parent().unwrap_or(Path::new(".")).to_path_buf()),
+            Origin::Memory => None,
+        };
+        let label = origin_label(&origin);
+        let contract = GraphContract::check(bytes.clone(), dir.as_deref(), foreign).map_err(|e| contract_error(label, e))?;
+        Ok(ModelFile { bytes, origin, contract })
+    }
+
+    /// The path for messages (a placeholder for a model in memory).
+    pub fn label(&self) -> &Path {
+        origin_label(&self.origin)
+    }
+
+    /// The model's folder, where external data lives.
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.origin {
+            Origin::File(p) => Some(p.parent().unwrap_or(Path::new("."))),
+            Origin::Memory => None,
+        }
+    }
+
+    /// The path of a model read from a file.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.origin {
+            Origin::File(p) => Some(p),
+            Origin::Memory => None,
+        }
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo::from_contract(&self.contract)
+    }
+}
+
+fn origin_label(origin: &Origin) -> &Path {
+    match origin {
+        Origin::File(p) => p,
+        Origin::Memory => Path::new(IN_MEMORY),
+    }
+}
+
+fn contract_error(path: &Path, e: ContractError) -> Error {
+    let path = path.to_path_buf();
+    match e {
+        ContractError::NotMsf(reason) => Error::NotMsfGraph { path, reason },
+        ContractError::Metadata(source) => Error::Metadata { path, source },
+        e @ (ContractError::NotOnnx(_) | ContractError::NoGraph | ContractError::SlotsDefault(_)) => {
+            Error::ModelLoad { path, reason: e.to_string(), source: None }
+        }
     }
 }

@@ -73,14 +73,15 @@ pub(crate) fn status_of(e: &runtime::Error) -> MsfStatus {
         E::BackendUnavailable { .. } | E::OrtLibraryNotFound { .. } | E::ProviderUnavailable { .. } => {
             MsfStatus::Unsupported
         }
-        E::Inference { .. } => MsfStatus::Inference,
+        E::Inference { .. } | E::InBatch(_) => MsfStatus::Inference,
         _ => MsfStatus::Internal,
     }
 }
 
 impl From<runtime::Error> for Failure {
     fn from(e: runtime::Error) -> Self {
-        Failure { status: status_of(&e), message: e.to_string() }
+        // The whole chain: backend errors keep theirs as sources.
+        Failure { status: status_of(&e), message: runtime::error::one_line(&e) }
     }
 }
 

@@ -27,6 +27,37 @@ pub enum Provider {
     Tensorrt,
 }
 
+impl BackendKind {
+    /// The names [`str::parse`] takes (`onnxruntime` is read as `ort` too).
+    pub const NAMES: [&'static str; 2] = ["tract", "ort"];
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "tract" => Ok(BackendKind::Tract),
+            "ort" | "onnxruntime" => Ok(BackendKind::Ort),
+            _ => Err(format!("unknown backend `{s}` (use {})", Self::NAMES.join(" or "))),
+        }
+    }
+}
+
+impl Provider {
+    /// The names [`str::parse`] takes, as [`Provider::as_str`] gives them.
+    pub const NAMES: [&'static str; 3] = ["cpu", "cuda", "tensorrt"];
+}
+
+impl std::str::FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [Provider::Cpu, Provider::Cuda, Provider::Tensorrt]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown execution provider `{s}` (use one of {})", Self::NAMES.join(", ")))
+    }
+}
+
 impl Provider {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -76,22 +107,34 @@ pub trait Backend: Send + Sync {
     fn default_slots(&self) -> Option<&[f32]>;
 }
 
-/// Load `path` with the backend `opts` asks for.
-pub fn load(path: &std::path::Path, opts: &SessionOptions) -> Result<Box<dyn Backend>> {
+/// Parse and prepare a checked model with the backend `opts` asks for.
+pub(crate) fn load_file(file: &crate::model::ModelFile, opts: &SessionOptions) -> Result<Box<dyn Backend>> {
     match opts.backend {
         #[cfg(feature = "tract")]
-        BackendKind::Tract => Ok(Box::new(tract::TractBackend::load(path, opts)?)),
+        BackendKind::Tract => Ok(Box::new(tract::TractBackend::load(file, opts)?)),
         #[cfg(not(feature = "tract"))]
         BackendKind::Tract => Err(crate::error::Error::BackendUnavailable {
             backend: "tract",
             reason: "this build has no `tract` feature".into(),
         }),
         #[cfg(feature = "ort")]
-        BackendKind::Ort => Ok(Box::new(ort::OrtBackend::load(path, opts)?)),
+        BackendKind::Ort => Ok(Box::new(ort::OrtBackend::load(file, opts)?)),
         #[cfg(not(feature = "ort"))]
         BackendKind::Ort => Err(crate::error::Error::BackendUnavailable {
             backend: "onnxruntime",
             reason: "this build has no `ort` feature (rebuild with --features ort)".into(),
         }),
     }
+}
+
+/// Read `path` once, check it against the MSF contract, and load it with the backend `opts` asks for.
+pub fn load(path: &std::path::Path, opts: &SessionOptions) -> Result<Box<dyn Backend>> {
+    let file = crate::model::ModelFile::read(path, opts.preprocess_override.as_ref())?;
+    load_file(&file, opts)
+}
+
+/// [`load`] for an ONNX model held in memory (embedded in an application's binary).
+pub fn load_bytes(bytes: &[u8], opts: &SessionOptions) -> Result<Box<dyn Backend>> {
+    let file = crate::model::ModelFile::from_memory(prost::bytes::Bytes::copy_from_slice(bytes), opts.preprocess_override.as_ref())?;
+    load_file(&file, opts)
 }

@@ -24,7 +24,7 @@
 
 use super::{Backend, Provider, RawOutputs, SessionOptions};
 use crate::error::{Error, Result};
-use crate::model::{metadata_from_props, ModelInfo};
+use crate::model::{ModelFile, ModelInfo};
 use msf_models::interface::{INPUT_IMAGE, INPUT_SLOTS, OUTPUT_ATTN, OUTPUT_MASKS, OUTPUT_SLOTS};
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProviderDispatch};
@@ -33,18 +33,16 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 /// Environment variables naming the library (file or folder), in the order they are read.
 pub const LIBRARY_VARS: [&str; 2] = ["ORT_DYLIB_PATH", "MSF_ORT_LIB"];
 
 pub struct OrtBackend {
     info: ModelInfo,
-    /// `Session::run` takes `&mut self` (onnxruntime's EP allocators are not thread safe), so calls
-    /// on one loaded model are serialised; onnxruntime parallelises inside each call.
-    /// One session per concurrent call (`SessionOptions::concurrency`): `Session::run` needs
-    /// `&mut`, so a single session would serialise the callers.
-    sessions: Vec<Mutex<Session>>,
+    /// `Session::run` takes `&mut self` (onnxruntime's EP allocators are not thread safe), so each
+    /// concurrent call needs its own session: one per `SessionOptions::concurrency`.
+    pool: SessionPool,
     provider: Provider,
     slots_default: Option<Vec<f32>>,
 }
@@ -181,7 +179,7 @@ enum Failure {
     Commit(String),
 }
 
-fn commit(env: &Environment, path: &Path, threads: Option<usize>, provider: Provider) -> std::result::Result<Session, Failure> {
+fn commit(env: &Environment, file: &ModelFile, threads: Option<usize>, provider: Provider) -> std::result::Result<Session, Failure> {
     let setup = |e: ort::Error<ort::session::builder::SessionBuilder>| Failure::Commit(format!("session options: {e}"));
     let mut b = Session::builder(env)
         .map_err(|e| Failure::Commit(format!("session options: {e}")))?
@@ -194,7 +192,13 @@ fn commit(env: &Environment, path: &Path, threads: Option<usize>, provider: Prov
     if !eps.is_empty() {
         b = b.with_execution_providers(eps).map_err(|e| Failure::Register(e.to_string()))?;
     }
-    b.commit_from_file(path).map_err(|e| Failure::Commit(e.to_string()))
+    // From the bytes already read, unless initializers live in files beside the model, which
+    // onnxruntime finds from the model's path.
+    let session = match (file.contract.external_data, file.path()) {
+        (true, Some(path)) => b.commit_from_file(path),
+        _ => b.commit_from_memory(&file.bytes),
+    };
+    session.map_err(|e| Failure::Commit(e.to_string()))
 }
 
 fn unavailable(provider: Provider, reason: &str, library: &Path) -> Error {
@@ -210,174 +214,81 @@ fn unavailable(provider: Provider, reason: &str, library: &Path) -> Error {
 }
 
 impl OrtBackend {
-    pub fn load(path: &Path, opts: &SessionOptions) -> Result<Self> {
-        if !path.is_file() {
-            return Err(Error::ModelNotFound { path: path.to_path_buf() });
-        }
+    pub(crate) fn load(file: &ModelFile, opts: &SessionOptions) -> Result<Self> {
+        let path = file.label();
         let loaded = environment()?;
-        let load_err = |reason: String| Error::ModelLoad { path: path.to_path_buf(), reason };
-        let (session, provider) = match commit(&loaded.env, path, opts.threads, opts.provider) {
+        let load_err = |reason: String| Error::model_load(path, reason);
+        let cpu = || {
+            commit(&loaded.env, file, opts.threads, Provider::Cpu).map_err(|f| match f {
+                Failure::Register(r) | Failure::Commit(r) => load_err(r),
+            })
+        };
+        let (session, provider) = match commit(&loaded.env, file, opts.threads, opts.provider) {
             Ok(s) => (s, opts.provider),
             Err(Failure::Commit(reason)) if opts.provider == Provider::Cpu => return Err(load_err(reason)),
             Err(Failure::Register(reason)) => {
                 if !opts.allow_fallback {
                     return Err(unavailable(opts.provider, &reason, &loaded.library));
                 }
-                let cpu = commit(&loaded.env, path, opts.threads, Provider::Cpu).map_err(|f| match f {
-                    Failure::Register(r) | Failure::Commit(r) => load_err(r),
-                })?;
-                (cpu, Provider::Cpu)
+                (cpu()?, Provider::Cpu)
             }
             Err(Failure::Commit(gpu_reason)) => {
                 // Whose fault: the model's if the CPU cannot load it either, else the provider's.
-                let cpu = commit(&loaded.env, path, opts.threads, Provider::Cpu).map_err(|f| match f {
-                    Failure::Register(r) | Failure::Commit(r) => load_err(r),
-                })?;
+                let cpu = cpu()?;
                 if !opts.allow_fallback {
                     return Err(unavailable(opts.provider, &gpu_reason, &loaded.library));
                 }
                 (cpu, Provider::Cpu)
             }
         };
-        Self::from_session(path, session, provider, opts)
-    }
-
-    fn from_session(path: &Path, session: Session, provider: Provider, opts: &SessionOptions) -> Result<Self> {
-        let load_err = |reason: String| Error::ModelLoad { path: path.to_path_buf(), reason };
-        let props: Vec<(String, String)> = {
-            let meta = session.metadata().map_err(|e| load_err(format!("metadata: {e}")))?;
-            let keys = meta.custom_keys().map_err(|e| load_err(format!("metadata: {e}")))?;
-            keys.into_iter().filter_map(|k| meta.custom(&k).map(|v| (k, v))).collect()
-        };
-        let meta = metadata_from_props(path, &props, opts.preprocess_override.as_ref())?;
-
-        let in_names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
-        let out_names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
-        let not_msf = |reason: String| Error::NotMsfGraph { path: path.to_path_buf(), reason };
-        if in_names.first() != Some(&INPUT_IMAGE) {
-            return Err(not_msf(format!("first input is not `{INPUT_IMAGE}` (inputs: {})", in_names.join(", "))));
+        // One session per concurrent caller: `Session::run` needs `&mut`.
+        let mut sessions = vec![session];
+        for _ in 1..opts.concurrency.max(1) {
+            sessions.push(commit(&loaded.env, file, opts.threads, provider).map_err(|f| match f {
+                Failure::Register(r) | Failure::Commit(r) => load_err(r),
+            })?);
         }
-        for want in [OUTPUT_SLOTS, OUTPUT_ATTN, OUTPUT_MASKS] {
-            if !out_names.contains(&want) {
-                return Err(not_msf(format!("no output `{want}` (outputs: {})", out_names.join(", "))));
-            }
-        }
-        // An input with an initializer default is listed by onnxruntime as an overridable
-        // initializer, not as an input.
-        let graph_slots_input =
-            in_names.contains(&INPUT_SLOTS) || session.overridable_initializers().iter().any(|i| i.name() == INPUT_SLOTS);
-        let info = match meta {
-            Some(m) => {
-                if m.slots_input && !graph_slots_input {
-                    return Err(not_msf(format!("the metadata promises a `{INPUT_SLOTS}` input the graph lacks")));
-                }
-                ModelInfo::from_metadata(m)
-            }
-            None => {
-                let pre = opts.preprocess_override.clone().expect("checked by metadata_from_props");
-                info_from_session(path, &session, pre, graph_slots_input)?
-            }
-        };
-        // onnxruntime feeds the initializer default itself when `slots_init` is left out; the value is
-        // still read for `default_slots` (callers seed temporal mode with it).
-        let slots_default = if graph_slots_input { read_slots_default(path)? } else { None };
-        if let Some(s) = &slots_default {
-            if s.len() != info.num_slots * info.slot_dim {
-                return Err(not_msf(format!(
-                    "`{INPUT_SLOTS}` default has {} values, expected {}x{}",
-                    s.len(),
-                    info.num_slots,
-                    info.slot_dim
-                )));
-            }
-        }
-        let mut sessions = vec![Mutex::new(session)];
-        if opts.concurrency > 1 {
-            let env = &environment()?.env;
-            for _ in 1..opts.concurrency {
-                let more = commit(env, path, opts.threads, provider).map_err(|f| match f {
-                    Failure::Register(r) | Failure::Commit(r) => Error::ModelLoad { path: path.to_path_buf(), reason: r },
-                })?;
-                sessions.push(Mutex::new(more));
-            }
-        }
-        Ok(OrtBackend { info, sessions, provider, slots_default })
-    }
-}
-
-/// Shapes from a foreign graph's declared outputs (for models without MSF metadata).
-fn info_from_session(path: &Path, session: &Session, pre: msf_models::Preprocess, slots_input: bool) -> Result<ModelInfo> {
-    let shape = |name: &str| -> Option<Vec<usize>> {
-        let o = session.outputs().iter().find(|o| o.name() == name)?;
-        let s = o.dtype().tensor_shape()?;
-        // The batch dimension may be symbolic (-1); the others must be known.
-        s.iter().skip(1).map(|&d| usize::try_from(d).ok().filter(|&d| d > 0)).collect::<Option<Vec<_>>>().map(|mut v| {
-            v.insert(0, 1);
-            v
+        Ok(OrtBackend {
+            info: file.info(),
+            pool: SessionPool { free: Mutex::new(sessions), returned: Condvar::new() },
+            provider,
+            // onnxruntime feeds the initializer default itself when `slots_init` is left out; the
+            // value is kept for `default_slots` (callers seed temporal mode with it).
+            slots_default: file.contract.slots_default.clone(),
         })
-    };
-    let bad = |what: &str| Error::NotMsfGraph { path: path.to_path_buf(), reason: format!("cannot read the {what} shape from the graph") };
-    let slots = shape(OUTPUT_SLOTS).filter(|s| s.len() == 3).ok_or_else(|| bad("slots"))?;
-    let attn = shape(OUTPUT_ATTN).filter(|s| s.len() == 4).ok_or_else(|| bad("attn"))?;
-    let masks = shape(OUTPUT_MASKS).filter(|s| s.len() == 3).ok_or_else(|| bad("masks"))?;
-    Ok(ModelInfo {
-        kind: None,
-        metadata: None,
-        preprocess: pre,
-        num_slots: slots[1],
-        slot_dim: slots[2],
-        grid: attn[2],
-        mask_size: masks[1],
-        slots_input,
-    })
+    }
 }
 
-/// The `slots_init` initializer (the learned mean), read from the ONNX file with the prost types:
-/// `raw_data` (little-endian f32) or `float_data`, or external data (`location`, `offset`, `length`
-/// next to the model). `None` when the input has no default.
-pub(crate) fn read_slots_default(path: &Path) -> Result<Option<Vec<f32>>> {
-    use msf_models::onnx::{tensor_proto::DataLocation, tensor_proto::DataType, ModelProto};
-    use prost::Message;
-    let err = |reason: String| Error::ModelLoad { path: path.to_path_buf(), reason: format!("`{INPUT_SLOTS}` default: {reason}") };
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read the file: {e}")))?;
-    let model = ModelProto::decode(bytes.as_slice()).map_err(|e| err(format!("not a readable ONNX protobuf ({e})")))?;
-    drop(bytes);
-    let Some(t) = model.graph.and_then(|g| g.initializer.into_iter().find(|t| t.name.as_deref() == Some(INPUT_SLOTS))) else {
-        return Ok(None);
-    };
-    if t.data_type != Some(DataType::Float as i32) {
-        return Err(err(format!("data type {:?} is not float32", t.data_type)));
-    }
-    let n: usize = t.dims.iter().map(|&d| usize::try_from(d).unwrap_or(0)).product();
-    let raw: Vec<u8> = if t.data_location == Some(DataLocation::External as i32) {
-        let get = |k: &str| t.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone());
-        let location = get("location").ok_or_else(|| err("external data without `location`".into()))?;
-        let rel = Path::new(&location);
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(err(format!("external data location `{location}` leaves the model's folder")));
+/// Sessions lent to one call at a time; a caller waits for whichever is returned first.
+struct SessionPool {
+    free: Mutex<Vec<Session>>,
+    returned: Condvar,
+}
+
+impl SessionPool {
+    fn with<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+        let session = {
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(s) = free.pop() {
+                    break s;
+                }
+                free = self.returned.wait(free).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        // Given back even if `f` panics, so that no caller waits forever.
+        struct GiveBack<'a>(&'a SessionPool, Option<Session>);
+        impl Drop for GiveBack<'_> {
+            fn drop(&mut self) {
+                if let Some(s) = self.1.take() {
+                    self.0.free.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+                    self.0.returned.notify_one();
+                }
+            }
         }
-        let file = path.parent().unwrap_or(Path::new(".")).join(rel);
-        let offset: u64 = get("offset").map(|s| s.parse()).transpose().map_err(|e| err(format!("bad offset: {e}")))?.unwrap_or(0);
-        let length: u64 = get("length").map(|s| s.parse()).transpose().map_err(|e| err(format!("bad length: {e}")))?.unwrap_or(4 * n as u64);
-        read_range(&file, offset, length).map_err(|e| err(format!("{}: {e}", file.display())))?
-    } else if let Some(raw) = t.raw_data {
-        raw
-    } else {
-        return if t.float_data.len() == n { Ok(Some(t.float_data)) } else { Err(err(format!("{} float_data values for {n} elements", t.float_data.len()))) };
-    };
-    if raw.len() != 4 * n {
-        return Err(err(format!("{} bytes for {n} float32 values", raw.len())));
+        let mut lent = GiveBack(self, Some(session));
+        f(lent.1.as_mut().expect("lent above"))
     }
-    Ok(Some(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
-}
-
-fn read_range(file: &Path, offset: u64, length: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(file)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
-    f.take(length).read_to_end(&mut buf)?;
-    Ok(buf)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -385,7 +296,7 @@ fn read_range(file: &Path, offset: u64, length: u64) -> std::io::Result<Vec<u8>>
 // ---------------------------------------------------------------------------------------------
 
 fn run_err(reason: impl std::fmt::Display) -> Error {
-    Error::Inference { backend: "onnxruntime", reason: reason.to_string() }
+    Error::inference("onnxruntime", reason.to_string())
 }
 
 fn extract_f32(v: &DynValue, name: &str) -> Result<Vec<f32>> {
@@ -434,19 +345,15 @@ impl Backend for OrtBackend {
             }
             inputs.push((INPUT_SLOTS.into(), TensorRef::from_array_view(([batch, k, d], init)).map_err(run_err)?.into()));
         }
-        // A free session if there is one, else wait for the first.
-        let mut session = self
-            .sessions
-            .iter()
-            .find_map(|m| m.try_lock().ok())
-            .unwrap_or_else(|| self.sessions[0].lock().unwrap_or_else(|p| p.into_inner()));
-        let out = session.run(inputs).map_err(run_err)?;
-        let get = |name: &str| out.get(name).ok_or_else(|| run_err(format!("no output `{name}`")));
-        Ok(RawOutputs {
-            batch,
-            slots: extract_f32(get(OUTPUT_SLOTS)?, OUTPUT_SLOTS)?,
-            attn: extract_f32(get(OUTPUT_ATTN)?, OUTPUT_ATTN)?,
-            masks: extract_masks(get(OUTPUT_MASKS)?)?,
+        self.pool.with(|session| {
+            let out = session.run(inputs).map_err(|e| Error::backend_run("onnxruntime", e))?;
+            let get = |name: &str| out.get(name).ok_or_else(|| run_err(format!("no output `{name}`")));
+            Ok(RawOutputs {
+                batch,
+                slots: extract_f32(get(OUTPUT_SLOTS)?, OUTPUT_SLOTS)?,
+                attn: extract_f32(get(OUTPUT_ATTN)?, OUTPUT_ATTN)?,
+                masks: extract_masks(get(OUTPUT_MASKS)?)?,
+            })
         })
     }
 }

@@ -5,8 +5,8 @@
 
 use super::{Backend, RawOutputs, SessionOptions};
 use crate::error::{Error, Result};
-use crate::model::{metadata_from_props, ModelInfo};
-use msf_models::interface::{INPUT_IMAGE, INPUT_SLOTS, OUTPUT_ATTN, OUTPUT_MASKS, OUTPUT_SLOTS};
+use crate::model::{ModelFile, ModelInfo};
+use msf_models::interface::{INPUT_SLOTS, OUTPUT_MASKS};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use tract_linalg::multithread::{multithread_tract_scope, Executor};
 type Plan = Arc<TypedRunnableModel>;
 
 pub struct TractBackend {
+    /// The model's path (or a placeholder for a model in memory), for messages.
     path: PathBuf,
     info: ModelInfo,
     model: InferenceModel,
@@ -29,117 +30,61 @@ pub struct TractBackend {
 }
 
 fn load_err(path: &Path) -> impl Fn(TractError) -> Error + '_ {
-    move |e| Error::ModelLoad { path: path.to_path_buf(), reason: format!("{e:#}") }
+    move |e| Error::backend_load(path, e)
 }
 
 /// tract panics on a few malformed inputs; turn any panic into an error naming the file.
 fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-        Err(Error::ModelLoad { path: path.to_path_buf(), reason: format!("tract failed while {what}: {msg}") })
+        Err(Error::model_load(path, format!("tract failed while {what}: {}", crate::error::panic_message(&*p))))
     })
 }
 
 impl TractBackend {
-    pub fn load(path: &Path, opts: &SessionOptions) -> Result<Self> {
-        guarded(path, "loading the model", || Self::load_inner(path, opts))
+    /// Parse a checked model and optimise it for batch 1.
+    pub(crate) fn load(file: &ModelFile, opts: &SessionOptions) -> Result<Self> {
+        guarded(file.label(), "loading the model", || Self::load_inner(file, opts))
     }
 
-    fn load_inner(path: &Path, opts: &SessionOptions) -> Result<Self> {
-        if !path.is_file() {
-            return Err(Error::ModelNotFound { path: path.to_path_buf() });
-        }
+    fn load_inner(file: &ModelFile, opts: &SessionOptions) -> Result<Self> {
+        let path = file.label();
         let onnx = tract_onnx::onnx();
-        let mut proto = onnx.proto_model_for_path(path).map_err(|e| Error::ModelLoad {
+        let mut proto = onnx.proto_model_for_read(&mut &file.bytes[..]).map_err(|e| Error::ModelLoad {
             path: path.to_path_buf(),
-            reason: format!("not a readable ONNX protobuf ({e:#})"),
+            reason: "not a readable ONNX protobuf".into(),
+            source: Some(e.into()),
         })?;
-        // An empty or foreign file parses as a protobuf with no graph: say so before looking for metadata.
-        if proto.graph.is_none() {
-            return Err(Error::ModelLoad { path: path.to_path_buf(), reason: "not an ONNX model (the file has no graph)".into() });
-        }
-        let props: Vec<(String, String)> = proto.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
-        let meta = metadata_from_props(path, &props, opts.preprocess_override.as_ref())?;
-        let graph = proto.graph.as_mut().expect("checked above");
-        let out_names: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
-        let find = |name: &str| {
-            out_names.iter().position(|n| n == name).ok_or_else(|| Error::NotMsfGraph {
-                path: path.to_path_buf(),
-                reason: format!("no output `{name}` (outputs: {})", out_names.join(", ")),
-            })
-        };
-        let outputs = [find(OUTPUT_SLOTS)?, find(OUTPUT_ATTN)?, find(OUTPUT_MASKS)?];
+        let contract = &file.contract;
+        let graph = proto.graph.as_mut().ok_or_else(|| Error::model_load(path, "not an ONNX model (the file has no graph)"))?;
+        let outputs = contract.outputs;
         let native_argmax = detach_mask_argmax(graph, outputs[2]);
-        let in_names: Vec<String> = graph.input.iter().map(|i| i.name.clone()).collect();
-        if in_names.first().map(String::as_str) != Some(INPUT_IMAGE) {
-            return Err(Error::NotMsfGraph { path: path.to_path_buf(), reason: format!("first input is not `{INPUT_IMAGE}` (inputs: {})", in_names.join(", ")) });
-        }
         // tract makes initializers that are also inputs into constants: take the `slots_init`
-        // default out so it stays an input, and keep its value (the learned mean) to feed.
-        let mut slots_default = None;
-        if in_names.iter().any(|n| n == INPUT_SLOTS) {
-            if let Some(pos) = graph.initializer.iter().position(|t| t.name == INPUT_SLOTS) {
-                let t = graph.initializer.remove(pos);
-                let dir = path.parent().and_then(|p| p.to_str());
-                let tensor = tract_onnx::tensor::load_tensor(&*onnx.provider, &t, dir).map_err(load_err(path))?;
-                slots_default = Some(tensor.to_plain_array_view::<f32>().map_err(load_err(path))?.iter().copied().collect());
-            }
+        // default out so it stays an input (the contract has read its value, the learned mean).
+        if contract.slots_input {
+            graph.initializer.retain(|t| t.name != INPUT_SLOTS);
         }
-        let dir = path.parent().and_then(|p| p.to_str());
+        let dir = file.dir().and_then(|p| p.to_str());
         let parsed = onnx.parse(&proto, dir).map_err(load_err(path))?;
         if !parsed.unresolved_inputs.is_empty() {
-            return Err(Error::ModelLoad { path: path.to_path_buf(), reason: format!("unresolved inputs {:?}", parsed.unresolved_inputs) });
+            return Err(Error::model_load(path, format!("unresolved inputs {:?}", parsed.unresolved_inputs)));
         }
-        let info = match meta {
-            Some(m) => ModelInfo::from_metadata(m),
-            None => {
-                let pre = opts.preprocess_override.clone().expect("checked by metadata_from_props");
-                // Filled in from the optimised plan below.
-                ModelInfo { kind: None, metadata: None, preprocess: pre, num_slots: 0, slot_dim: 0, grid: 0, mask_size: 0, slots_input: false }
-            }
-        };
         // Default: one matmul thread per core (tract itself defaults to one thread, which left half
         // of a 2-core machine idle: 8.2 → 11.8 frames/s on the full-size model).
         let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
-        let mut backend = TractBackend {
+        let backend = TractBackend {
             path: path.to_path_buf(),
-            info,
+            info: file.info(),
             model: parsed.model,
             outputs,
             plans: Mutex::new(HashMap::new()),
-            slots_default,
+            slots_default: contract.slots_default.clone(),
             executor,
             native_argmax,
         };
         // Optimise for batch 1 now: loading is where users expect to wait.
-        if backend.info.metadata.is_none() {
-            backend.info_from_plan()?;
-        } else {
-            backend.plan(1)?;
-        }
+        backend.plan(1)?;
         Ok(backend)
-    }
-
-    /// Shapes of a foreign graph (no MSF metadata), read from its batch-1 optimised plan.
-    fn info_from_plan(&mut self) -> Result<()> {
-        let plan = self.plan(1)?;
-        let path = self.path.clone();
-        let shape = |i: usize| -> Option<Vec<usize>> {
-            let fact = plan.model().output_fact(i).ok()?;
-            fact.shape.as_concrete().map(|s| s.to_vec())
-        };
-        let bad = |what: &str| Error::NotMsfGraph { path: path.clone(), reason: format!("cannot read the {what} shape from the graph") };
-        let slots = shape(self.outputs[0]).filter(|s| s.len() == 3).ok_or_else(|| bad("slots"))?;
-        let attn = shape(self.outputs[1]).filter(|s| s.len() == 4).ok_or_else(|| bad("attn"))?;
-        // Detached argmax: the output is the (B, K, H, W) logits, not the (B, H, W) masks.
-        let mask_rank = if self.native_argmax { 4 } else { 3 };
-        let masks = shape(self.outputs[2]).filter(|s| s.len() == mask_rank).ok_or_else(|| bad("masks"))?;
-        self.info.num_slots = slots[1];
-        self.info.slot_dim = slots[2];
-        self.info.grid = attn[2];
-        self.info.mask_size = masks[mask_rank - 2];
-        Ok(())
     }
 
     fn plan(&self, batch: usize) -> Result<Plan> {
@@ -232,25 +177,25 @@ impl Backend for TractBackend {
         let s = self.info.preprocess.graph_input_size();
         let (k, d) = (self.info.num_slots, self.info.slot_dim);
         let plan = self.plan(batch)?;
-        let run_err = |e: TractError| Error::Inference { backend: "tract", reason: format!("{e:#}") };
+        let run_err = |e: TractError| Error::backend_run("tract", e);
         let image = tract_ndarray::Array4::from_shape_vec((batch, 3, s, s), image.to_vec())
-            .map_err(|e| Error::Inference { backend: "tract", reason: format!("input: {e}") })?;
+            .map_err(|e| Error::inference("tract", format!("input: {e}")))?;
         let mut inputs: TVec<TValue> = tvec!(image.into_tensor().into());
         if self.info.slots_input {
             let init: Vec<f32> = match (slots_init, &self.slots_default) {
                 (Some(v), _) => v.to_vec(),
                 (None, Some(mean)) => (0..batch).flat_map(|_| mean.iter().copied()).collect(),
-                (None, None) => return Err(Error::Inference { backend: "tract", reason: "the graph needs `slots_init` and has no default".into() }),
+                (None, None) => return Err(Error::inference("tract", "the graph needs `slots_init` and has no default")),
             };
             let t = tract_ndarray::Array3::from_shape_vec((batch, k, d), init)
-                .map_err(|e| Error::Inference { backend: "tract", reason: format!("slots_init: {e}") })?;
+                .map_err(|e| Error::inference("tract", format!("slots_init: {e}")))?;
             inputs.push(t.into_tensor().into());
         }
         let out = multithread_tract_scope(self.executor.clone(), || plan.run(inputs)).map_err(run_err)?;
         let [si, ai, mi] = self.outputs;
         let masks = if self.native_argmax {
             let logits = out[mi].to_plain_array_view::<f32>().map_err(run_err)?;
-            let logits = logits.as_slice().ok_or_else(|| Error::Inference { backend: "tract", reason: "mask logits are not contiguous".into() })?;
+            let logits = logits.as_slice().ok_or_else(|| Error::inference("tract", "mask logits are not contiguous"))?;
             argmax_slots(logits, batch, k)
         } else {
             let masks = out[mi].cast_to::<i64>().map_err(run_err)?;
