@@ -5,15 +5,16 @@
 //! ```
 //! MODEL must be exported with `msf-export --slots-in` (temporal modes need the `slots_init` input).
 //! The video (default 60 frames of 256×256): a disc, a square and a triangle moving smoothly over a
-//! textured background, with per-pixel ground truth ([`msf_runtime::track::synthetic`]). An identity
+//! textured background, with per-pixel ground truth ([`msf_runtime::eval::synthetic`]). An identity
 //! switch is a change of the slot id that best overlaps a ground-truth object between consecutive
-//! frames ([`msf_runtime::track::identity_switches`]), summed over the 3 objects.
+//! frames ([`msf_runtime::eval::identity_switches`]), summed over the 3 objects.
 //!
 //! Modes: (a) each frame decomposed independently from the learned slots, ids as the model outputs
 //! them; (b) slots carried from frame to frame, no matching; (c) carried slots + Hungarian matching;
 //! (d) independent frames + Hungarian matching.
 
-use msf_runtime::track::{identity_switches, synthetic, TrackerOptions};
+use msf_runtime::eval::{identity_switches, synthetic};
+use msf_runtime::track::TrackerOptions;
 use msf_runtime::{Decomposer, ImageView, PixelFormat, Tracker};
 use std::sync::Arc;
 

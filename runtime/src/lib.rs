@@ -1,29 +1,39 @@
 //! msf-runtime: runs exported MSF models on images and video, in pure Rust.
 //!
 //! Modules:
+//! - [`view`]: [`ImageView`], a borrowed frame in any 8-bit pixel layout and stride.
 //! - [`preprocess`](mod@preprocess): upstream eval preprocessing (centre crop, antialiased bilinear to 256 on uint8,
 //!   normalise, optional bicubic to the backbone size) from a borrowed pixel buffer.
 //! - [`source`]: decoding image files to RGB8 (EXIF orientation, decode limits).
 //! - [`model`]: what a loaded model is (MSF metadata, shapes).
 //! - [`session`]: inference backends (tract by default, onnxruntime with feature `ort`).
-//! - [`decompose`]: the public entry point, [`Decomposer`] → [`Decomposition`].
+//! - [`decompose`]: one frame or batch, [`Decomposer`] → [`Decomposition`].
+//! - [`pipeline`]: the whole job, [`Pipeline`]: source → decode-ahead → jobs → tracker → [`Sink`]s.
 //! - [`sink`]: writing results: palette PNG masks, overlays, `.npy` slots/attention, `decomposition.json`.
 //! - [`track`]: temporal consistency for video streams ([`Tracker`]: carried slots + Hungarian matching).
+//! - [`eval`]: temporal-consistency measurement (synthetic video with ground truth, identity switches).
 //! - [`error`]: the crate error type.
 
 pub mod decompose;
 pub mod error;
+pub mod eval;
+#[cfg(feature = "video")]
+mod ffmpeg;
 pub mod model;
+pub mod pipeline;
 pub mod preprocess;
 pub mod session;
 pub mod sink;
 pub mod source;
 pub mod track;
+pub mod view;
 
 pub use decompose::{BBox, CropBox, Decomposer, DecomposerBuilder, Decomposition};
 pub use error::{Error, Result};
 pub use model::ModelInfo;
+pub use pipeline::{Pipeline, PipelineBuilder, Sink};
 pub use session::{BackendKind, Provider};
-pub use preprocess::{preprocess, preprocess_into, ImageView, PixelFormat, Preprocessor};
+pub use preprocess::{preprocess, preprocess_into, Preprocessor};
+pub use view::{ImageView, PixelFormat};
 pub use source::image::{load_image, DecodeLimits};
 pub use track::Tracker;

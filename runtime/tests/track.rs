@@ -5,7 +5,8 @@
 #[path = "../examples/identity_switches.rs"]
 mod identity_switches;
 
-use msf_runtime::track::{synthetic, TrackerOptions};
+use msf_runtime::eval::synthetic;
+use msf_runtime::track::TrackerOptions;
 use msf_runtime::{Decomposer, Error, ImageView, PixelFormat, Tracker};
 use msf_tests::{require_fixtures, FixtureModel};
 use std::sync::Arc;

@@ -29,6 +29,35 @@ use crate::decompose::Decomposition;
 use crate::error::{Error, Result};
 use crate::source::Frame;
 
+/// What a run is, for the head of `decomposition.json`: the tool, the model as loaded, the inputs
+/// and the options that shape the output. Every surface that writes an output folder uses it, so
+/// the files read the same whoever wrote them.
+pub fn run_info(
+    tool: &str,
+    model: &Path,
+    pipeline: &crate::Pipeline,
+    inputs: &[PathBuf],
+    source: &crate::source::SourceOptions,
+    sink: &super::SinkOptions,
+) -> Value {
+    let dec = pipeline.decomposer();
+    let info = dec.info();
+    json!({
+        "tool": {"name": tool, "version": env!("CARGO_PKG_VERSION")},
+        "model": {
+            "path": model, "kind": info.kind.map(|k| k.as_str()), "backend": dec.backend_name(),
+            "provider": dec.provider(), "num_slots": info.num_slots, "slot_dim": info.slot_dim,
+            "grid": info.grid, "mask_size": info.mask_size, "slots_input": info.slots_input,
+            "msf_metadata": info.metadata.is_some(),
+        },
+        "inputs": inputs,
+        "options": {
+            "mask_res": sink.mask_res.as_str(), "batch": pipeline.batch(), "jobs": pipeline.jobs(), "every": source.every,
+            "start": source.start, "max_frames": source.max_frames, "temporal": pipeline.is_temporal(),
+        },
+    })
+}
+
 /// COCO RLE counts of every slot `0..num_slots` of `map`, in one pass over the pixels.
 pub fn rle_counts(map: &LabelMap, num_slots: usize) -> Vec<Vec<u32>> {
     let (w, h) = (map.width as usize, map.height as usize);

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::decompose::{Decomposition, VOID};
 use crate::error::{Error, Result};
+use crate::pipeline::{Outcome, RunReport, Sink};
 use crate::source::Frame;
 
 // ---------------------------------------------------------------------------------------------
@@ -123,7 +124,21 @@ pub enum MaskRes {
     Model,
 }
 
+impl std::str::FromStr for MaskRes {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "frame" => Ok(MaskRes::Frame),
+            "model" => Ok(MaskRes::Model),
+            _ => Err(format!("unknown mask resolution `{s}` (use frame or model)")),
+        }
+    }
+}
+
 impl MaskRes {
+    /// The names [`str::parse`] takes, as [`MaskRes::as_str`] gives them.
+    pub const NAMES: [&'static str; 2] = ["frame", "model"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             MaskRes::Frame => "frame",
@@ -223,7 +238,8 @@ impl Default for SinkOptions {
 pub struct FrameWriter {
     dir: PathBuf,
     opts: SinkOptions,
-    log: json::RunLog,
+    /// `None` once finished or abandoned.
+    log: Option<json::RunLog>,
     used_names: HashSet<String>,
     frames: u64,
     files: u64,
@@ -254,15 +270,14 @@ impl FrameWriter {
             }
         }
         let log = json::RunLog::create(&dir.join(RUN_JSON), run)?;
-        Ok(FrameWriter { dir: dir.to_path_buf(), opts, log, used_names: HashSet::new(), frames: 0, files: 0, created, started: std::time::Instant::now() })
+        Ok(FrameWriter { dir: dir.to_path_buf(), opts, log: Some(log), used_names: HashSet::new(), frames: 0, files: 0, created, started: std::time::Instant::now() })
     }
 
     /// Give up without writing `decomposition.json` (for a run that wrote no frame): the
     /// folders this writer created are removed again if they are still empty.
-    pub fn abandon(self) {
-        let FrameWriter { log, created, .. } = self;
-        drop(log); // removes the log's temporary file
-        for d in created.iter().rev() {
+    pub fn abandon(&mut self) {
+        drop(self.log.take()); // removes the log's temporary file
+        for d in self.created.iter().rev() {
             let _ = std::fs::remove_dir(d); // fails, harmlessly, on a folder that is not empty
         }
     }
@@ -329,14 +344,14 @@ impl FrameWriter {
         }
         let mut record = json::frame_record(frame, &name, dec, &map, self.opts.mask_res, files);
         record["done_seconds"] = self.started.elapsed().as_secs_f64().into();
-        self.log.push(&record)?;
+        self.log.as_mut().ok_or(Error::InvalidConfig("frame written after the run log was closed".into()))?.push(&record)?;
         self.frames += 1;
         Ok(())
     }
 
     /// Close `decomposition.json` with the run's outcome (`status`, counts, and anything in
     /// `summary`) and rename it into place. Returns its path.
-    pub fn finish(self, summary: serde_json::Value) -> Result<PathBuf> {
+    pub fn finish(&mut self, summary: serde_json::Value) -> Result<PathBuf> {
         let mut s = match summary {
             serde_json::Value::Object(m) => m,
             other => {
@@ -347,7 +362,27 @@ impl FrameWriter {
         };
         s.insert("frames_written".into(), self.frames.into());
         s.insert("files_written".into(), self.files.into());
-        self.log.finish(serde_json::Value::Object(s))
+        let log = self.log.take().ok_or(Error::InvalidConfig("the run log was already closed".into()))?;
+        log.finish(serde_json::Value::Object(s))
+    }
+}
+
+impl Sink for FrameWriter {
+    fn write(&mut self, frame: &Frame, dec: &Decomposition) -> Result<()> {
+        FrameWriter::write(self, frame, dec)
+    }
+
+    /// `decomposition.json` with the run's status, or, for a failed run that wrote no frame,
+    /// nothing at all: the output folder is left as it was.
+    fn finish(&mut self, report: &RunReport) -> Result<Vec<PathBuf>> {
+        if self.frames == 0 && report.outcome == Outcome::Failed {
+            self.abandon();
+            return Ok(Vec::new());
+        }
+        let summary = serde_json::json!({
+            "status": report.outcome.as_str(), "seconds": report.seconds, "fps": report.fps(), "error": report.error_line(),
+        });
+        Ok(vec![FrameWriter::finish(self, summary)?])
     }
 }
 

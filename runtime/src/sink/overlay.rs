@@ -26,10 +26,24 @@ pub enum Format {
 pub const JPEG_QUALITY: u8 = 90;
 
 impl Format {
+    /// The names [`str::parse`] takes, as [`Format::extension`] gives them (`jpeg` is read too).
+    pub const NAMES: [&'static str; 2] = ["jpg", "png"];
+
     pub fn extension(self) -> &'static str {
         match self {
             Format::Jpeg => "jpg",
             Format::Png => "png",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "jpg" | "jpeg" => Ok(Format::Jpeg),
+            "png" => Ok(Format::Png),
+            _ => Err(format!("unknown overlay format `{s}` (use jpg or png)")),
         }
     }
 }

@@ -23,8 +23,10 @@ use ffmpeg::software::scaling;
 use ffmpeg::{codec, encoder, format, frame, Dictionary, Packet, Rational};
 
 use super::TEMP_SUFFIX;
+use crate::decompose::Decomposition;
 use crate::error::{Error, Result};
-use crate::source::video::{capture, describe_error, init_ffmpeg};
+use crate::pipeline::{RunReport, Sink};
+use crate::ffmpeg::{capture, describe_error, init_ffmpeg};
 use crate::source::Frame;
 
 /// swscale context, used behind `&mut` only (see `source::video`).
@@ -329,6 +331,70 @@ impl Drop for VideoWriter {
     }
 }
 
+/// Frame rate of an overlay video whose frames carry no timestamps (images).
+pub const DEFAULT_FPS: f64 = 25.0;
+
+/// The overlays of a run as one video (`msf-run --overlay-video`), a [`Sink`]. The writer opens on
+/// the second frame, so that the frame rate comes from the first two timestamps (which also
+/// accounts for a source keeping every n-th frame); frames without timestamps play at
+/// [`DEFAULT_FPS`]. Frames must all have one size. Finishing keeps the frames written so far,
+/// whatever ended the run.
+pub struct OverlayVideo {
+    path: PathBuf,
+    first: Option<(image::RgbImage, Option<f64>)>,
+    writer: Option<VideoWriter>,
+}
+
+impl OverlayVideo {
+    /// A video at `path` (`.mp4`, `.m4v`, `.mov` or `.mkv`); nothing is written before the first frame.
+    pub fn new(path: &Path) -> Self {
+        OverlayVideo { path: path.to_path_buf(), first: None, writer: None }
+    }
+
+    fn open(&mut self, first: &image::RgbImage, fps: f64) -> Result<()> {
+        let mut w = VideoWriter::create(&self.path, first.width(), first.height(), fps)?;
+        w.write_rgb(first.as_raw())?;
+        self.writer = Some(w);
+        Ok(())
+    }
+}
+
+impl Sink for OverlayVideo {
+    fn write(&mut self, frame: &Frame, dec: &Decomposition) -> Result<()> {
+        let img = super::overlay::render(&frame.data, frame.width, frame.height, &dec.mask_in_frame());
+        if self.writer.is_none() {
+            match self.first.take() {
+                None => {
+                    self.first = Some((img, frame.pts_seconds));
+                    return Ok(());
+                }
+                Some((first, pts0)) => {
+                    let fps = match (pts0, frame.pts_seconds) {
+                        (Some(a), Some(b)) if b > a => 1.0 / (b - a),
+                        _ => DEFAULT_FPS,
+                    };
+                    self.open(&first, fps)?;
+                }
+            }
+        }
+        self.writer.as_mut().expect("opened above").write_rgb(img.as_raw())?;
+        Ok(())
+    }
+
+    fn finish(&mut self, _: &RunReport) -> Result<Vec<PathBuf>> {
+        if let Some((first, _)) = self.first.take() {
+            self.open(&first, DEFAULT_FPS)?;
+        }
+        match self.writer.take() {
+            Some(w) => {
+                w.finish()?;
+                Ok(vec![self.path.clone()])
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
 /// Removes a path when dropped (until forgotten).
 struct RemoveOnDrop(PathBuf);
 
@@ -341,7 +407,7 @@ impl Drop for RemoveOnDrop {
 #[cfg(all(test, feature = "video"))]
 mod tests {
     use super::*;
-    use crate::source::video::test_util::scratch;
+    use crate::ffmpeg::test_util::scratch;
     use crate::sink::tests::leftovers;
     use crate::source::video::VideoSource;
     use crate::source::{FrameSource, SourceOptions};
@@ -436,7 +502,7 @@ mod tests {
     fn frames_round_trip_through_write_frame() {
         let d = scratch("writer-frames");
         let src_path = d.join("src.mkv");
-        crate::source::video::test_util::ffmpeg(&[
+        crate::ffmpeg::test_util::ffmpeg(&[
             "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-frames:v", "40", "-pix_fmt", "yuv420p",
             src_path.to_str().unwrap(),
         ]);

@@ -230,6 +230,7 @@ impl Iterator for CameraSource {
             let (data, width, height) = rgb;
             return Some(Ok(Frame {
                 index,
+                stream: 0,
                 pts_seconds: Some(ts - first),
                 name: format!("frame_{index:06}"),
                 width,

@@ -96,6 +96,7 @@ impl Iterator for ImageFiles {
         let (index, path) = self.files.next()?;
         Some(load_image(&path, &self.opts.decode_limits).map(|rgb| Frame {
             index,
+            stream: 0,
             pts_seconds: None,
             name: path.file_stem().map_or_else(|| format!("frame_{index:06}"), |s| s.to_string_lossy().into_owned()),
             width: rgb.width(),

@@ -1,13 +1,16 @@
 //! Frames and frame sources: what every input (image, folder, video, camera) yields.
 
 use crate::error::Result;
-use crate::preprocess::{ImageView, PixelFormat};
+use crate::view::{ImageView, PixelFormat};
 
 /// One decoded RGB8 frame with where it came from.
 #[derive(Clone, Debug)]
 pub struct Frame {
     /// Position in the source (0-based, counting frames skipped by `--every`/`--start` too).
     pub index: u64,
+    /// Which input of a run the frame comes from (0 for a single source; [`super::open_all`]
+    /// numbers its inputs), so that temporal state follows streams without guessing.
+    pub stream: u32,
     /// Presentation time in seconds, for video and camera frames.
     pub pts_seconds: Option<f64>,
     /// A name for output files: the image's file stem, or `frame_000123`.

@@ -165,14 +165,16 @@ pub fn open_all(inputs: &[PathBuf], opts: &SourceOptions) -> Result<Box<dyn Fram
     if sources.len() == 1 {
         return Ok(sources.pop_front().expect("one source"));
     }
-    Ok(Box::new(Chain { sources, taken: 0, max: opts.max_frames }))
+    Ok(Box::new(Chain { sources, taken: 0, max: opts.max_frames, stream: 0 }))
 }
 
-/// Sources one after the other, capped at `max` frames in all.
+/// Sources one after the other, capped at `max` frames in all; each source's frames carry its
+/// position as their [`Frame::stream`].
 struct Chain {
     sources: VecDeque<Box<dyn FrameSource>>,
     taken: u64,
     max: Option<u64>,
+    stream: u32,
 }
 
 impl Iterator for Chain {
@@ -185,9 +187,11 @@ impl Iterator for Chain {
         while let Some(src) = self.sources.front_mut() {
             if let Some(item) = src.next() {
                 self.taken += 1;
-                return Some(item);
+                let stream = self.stream;
+                return Some(item.map(|f| Frame { stream, ..f }));
             }
             self.sources.pop_front();
+            self.stream += 1;
         }
         None
     }
@@ -256,6 +260,8 @@ mod tests {
         let opts = SourceOptions { every: 2, ..Default::default() };
         let names: Vec<String> = open_all(&inputs, &opts).unwrap().map(|f| f.unwrap().name).collect();
         assert_eq!(names, ["i0", "i2", "i4", "s1"]);
+        let streams: Vec<u32> = open_all(&inputs, &opts).unwrap().map(|f| f.unwrap().stream).collect();
+        assert_eq!(streams, [0, 0, 0, 1], "the image list is one stream, the folder the next");
 
         let opts = SourceOptions { max_frames: Some(6), ..Default::default() };
         let src = open_all(&inputs, &opts).unwrap();

@@ -23,10 +23,11 @@ impl Prefetch {
         let thread = std::thread::Builder::new()
             .name("msf-decode".into())
             .spawn(move || {
+                // Errors are passed on like frames: the consumer decides whether a bad frame
+                // ends the run, and the source whether anything follows it.
                 for item in inner.by_ref() {
-                    let stop = item.is_err();
                     // The receiver is gone: nobody wants more frames.
-                    if tx.send(item).is_err() || stop {
+                    if tx.send(item).is_err() {
                         break;
                     }
                 }
@@ -72,7 +73,7 @@ mod tests {
         fn next(&mut self) -> Option<Self::Item> {
             (self.0 < self.1).then(|| {
                 self.0 += 1;
-                Ok(Frame { index: self.0 - 1, pts_seconds: None, name: format!("f{}", self.0 - 1), width: 1, height: 1, data: vec![0; 3] })
+                Ok(Frame { index: self.0 - 1, stream: 0, pts_seconds: None, name: format!("f{}", self.0 - 1), width: 1, height: 1, data: vec![0; 3] })
             })
         }
     }

@@ -1,0 +1,446 @@
+//! The whole decomposition job, in the library so that every surface (msf-run, Rust programs, the
+//! C ABI, the Python and ROS 2 surfaces) gets the same behaviour:
+//!
+//! source → decode-ahead → N jobs of `batch` frames → temporal slot carry-over + [`Tracker`] →
+//! frames delivered in order → [`Sink`]s.
+//!
+//! ```
+//! # let model = msf_tests::FixtureModel::slate(false); // a real export of an upstream checkpoint
+//! # let folder = msf_tests::fixture_image("camera.png").parent().unwrap().to_path_buf();
+//! use msf_runtime::pipeline::{FnSink, Outcome, Pipeline};
+//! use msf_runtime::source::{open, SourceOptions};
+//! let pipeline = Pipeline::builder().jobs(2).batch(2).build(&model)?; // e.g. "slate.onnx"
+//! let frames = open(&folder, &SourceOptions::default())?;           // images, a video, a camera…
+//! let mut areas = Vec::new();
+//! let mut collect = FnSink::new(|frame, d| {
+//!     areas.push((frame.name.clone(), d.areas()));
+//!     Ok(())
+//! });
+//! let report = pipeline.run(frames, &mut [&mut collect]);
+//! assert_eq!(report.outcome, Outcome::Done);
+//! assert_eq!(report.frames as usize, areas.len()); // every frame, in the source's order
+//! # Ok::<(), msf_runtime::Error>(())
+//! ```
+
+use crate::decompose::{Decomposer, DecomposerBuilder, Decomposition};
+use crate::error::{Error, Result};
+use crate::source::{Frame, FrameSource, Prefetch};
+use crate::track::{Tracker, TrackerOptions};
+use crate::view::ImageView;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where decomposed frames go, in source order: the output folder ([`crate::sink::FrameWriter`]),
+/// the overlay video, or a closure ([`FnSink`]).
+pub trait Sink {
+    /// One frame and its decomposition. An error stops the run (the frames before stay delivered).
+    fn write(&mut self, frame: &Frame, dec: &Decomposition) -> Result<()>;
+    /// The run is over, whatever ended it; `report` says how (sinks earlier in the list have
+    /// finished already, and their errors are in it). Returns the files this call wrote.
+    fn finish(&mut self, _report: &RunReport) -> Result<Vec<PathBuf>> {
+        Ok(Vec::new())
+    }
+}
+
+/// A [`Sink`] from a closure: what a library user's own code does with each frame.
+pub struct FnSink<F>(F);
+
+impl<F: FnMut(&Frame, &Decomposition) -> Result<()>> FnSink<F> {
+    pub fn new(f: F) -> Self {
+        FnSink(f)
+    }
+}
+
+impl<F: FnMut(&Frame, &Decomposition) -> Result<()>> Sink for FnSink<F> {
+    fn write(&mut self, frame: &Frame, dec: &Decomposition) -> Result<()> {
+        (self.0)(frame, dec)
+    }
+}
+
+/// What to do when a frame cannot be decoded or decomposed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    /// Stop the run at the first failure; the frames before it are still delivered (the default).
+    #[default]
+    Stop,
+    /// Leave the frame out, record it in [`RunReport::skipped`], and go on.
+    Skip,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every frame of the source was delivered (or skipped, with [`ErrorPolicy::Skip`]).
+    Done,
+    /// The stop flag was raised; the frames finished before are delivered.
+    Interrupted,
+    /// An error ended the run (see [`RunReport::errors`]).
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "ok",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Failed => "error",
+        }
+    }
+}
+
+/// A frame left out under [`ErrorPolicy::Skip`].
+#[derive(Debug)]
+pub struct Skipped {
+    /// The frame's name, when it was decoded.
+    pub name: Option<String>,
+    pub error: Error,
+}
+
+/// What a run kept, and why it ended.
+#[derive(Debug)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    /// Frames delivered to every sink.
+    pub frames: u64,
+    pub skipped: Vec<Skipped>,
+    /// The error that ended the run first, then those of sinks that could not finish.
+    pub errors: Vec<Error>,
+    /// Seconds from the first frame read to the last frame delivered.
+    pub seconds: f64,
+    /// Files the sinks wrote when finishing (`decomposition.json`, `overlay.mp4`).
+    pub finished_files: Vec<PathBuf>,
+}
+
+impl RunReport {
+    /// Frames per second of the frame loop.
+    pub fn fps(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.frames as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Every error on one line (`first; and second`), each cause once.
+    pub fn error_line(&self) -> Option<String> {
+        (!self.errors.is_empty()).then(|| self.errors.iter().map(|e| crate::error::one_line(e)).collect::<Vec<_>>().join("; and "))
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.outcome = Outcome::Failed;
+        self.errors.push(e);
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Builder for [`Pipeline`]: the decomposer's options plus how frames are scheduled.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineBuilder {
+    decomposer: DecomposerBuilder,
+    threads: Option<usize>,
+    jobs: Option<usize>,
+    batch: Option<usize>,
+    temporal: Option<TrackerOptions>,
+    live: bool,
+    gpu: bool,
+    errors: ErrorPolicy,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl PipelineBuilder {
+    /// Backend, provider and preprocessing of the model (its `threads` and `concurrency` are set by
+    /// the pipeline: use [`Self::threads`] and [`Self::jobs`]).
+    pub fn decomposer(mut self, b: DecomposerBuilder) -> Self {
+        self.gpu = b.wants_gpu();
+        self.decomposer = b;
+        self
+    }
+    /// Kernel threads per inference call (default: the cores shared out between the jobs).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+    /// Inference calls running side by side (default: [`default_jobs`]).
+    pub fn jobs(mut self, n: usize) -> Self {
+        self.jobs = Some(n);
+        self
+    }
+    /// Frames per inference call (default 1; not with temporal mode).
+    pub fn batch(mut self, n: usize) -> Self {
+        self.batch = Some(n);
+        self
+    }
+    /// Temporal mode: each stream's slots carried from frame to frame and slot ids matched to the
+    /// previous frame's (needs a model exported with `--slots-in`); one job, batch 1.
+    pub fn temporal(mut self, on: bool) -> Self {
+        self.temporal = on.then(|| TrackerOptions { temporal: true, matching: true, ..Default::default() });
+        self
+    }
+    /// Temporal mode with explicit tracker options.
+    pub fn tracker(mut self, opts: TrackerOptions) -> Self {
+        self.temporal = Some(opts);
+        self
+    }
+    /// The source is live (a camera): each frame's latency matters more than throughput, so the
+    /// default is one job.
+    pub fn live(mut self, yes: bool) -> Self {
+        self.live = yes;
+        self
+    }
+    pub fn on_error(mut self, policy: ErrorPolicy) -> Self {
+        self.errors = policy;
+        self
+    }
+    /// A flag that stops the run after the frames in flight (Ctrl-C, a robot's shutdown).
+    pub fn stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// The jobs this builder will run.
+    pub fn resolved_jobs(&self) -> usize {
+        self.jobs.unwrap_or_else(|| default_jobs(self.temporal.is_some(), self.live, self.gpu)).max(1)
+    }
+
+    /// Check the options, load the model (one session per job where the backend needs it).
+    pub fn build(self, model: impl AsRef<Path>) -> Result<Pipeline> {
+        self.check()?;
+        let jobs = self.resolved_jobs();
+        let mut b = self.decomposer.clone();
+        match self.threads {
+            Some(n) => b = b.threads(n),
+            None if jobs > 1 => b = b.threads((cores() / jobs).max(1)),
+            None => {}
+        }
+        if jobs > 1 {
+            b = b.concurrency(jobs);
+        }
+        let dec = Arc::new(b.build(model)?);
+        self.with_decomposer(dec)
+    }
+
+    /// A pipeline over a model already loaded (its threads and concurrency are kept as they are).
+    pub fn with_decomposer(self, dec: Arc<Decomposer>) -> Result<Pipeline> {
+        self.check()?;
+        let jobs = self.resolved_jobs();
+        let tracker = match &self.temporal {
+            Some(opts) => Some(Tracker::with_options(dec.clone(), opts.clone())?),
+            None => None,
+        };
+        Ok(Pipeline {
+            dec,
+            jobs,
+            batch: self.batch.unwrap_or(1).max(1),
+            tracker: std::sync::Mutex::new(tracker),
+            errors: self.errors,
+            stop: self.stop.unwrap_or_default(),
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.temporal.is_some() && self.batch.is_some_and(|b| b > 1) {
+            return Err(Error::InvalidConfig("temporal mode feeds each frame's slots into the next, one frame at a time: batch must be 1".into()));
+        }
+        if self.temporal.is_some() && self.jobs.is_some_and(|j| j > 1) {
+            return Err(Error::InvalidConfig("temporal mode feeds each frame's slots into the next, one frame at a time: jobs must be 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Jobs when none are asked for: every core for files and videos on the CPU, which gives the most
+/// frames/s; one for temporal mode, a live source or a GPU provider, where each frame's latency
+/// matters (and a GPU runs one call at a time anyway).
+pub fn default_jobs(temporal: bool, live: bool, gpu: bool) -> usize {
+    if temporal || live || gpu {
+        1
+    } else {
+        cores()
+    }
+}
+
+/// A loaded model and a schedule for decomposing a stream of frames. See the [module](self) docs.
+pub struct Pipeline {
+    dec: Arc<Decomposer>,
+    jobs: usize,
+    batch: usize,
+    /// Temporal mode's tracker; reset whenever a frame of another stream arrives.
+    tracker: std::sync::Mutex<Option<Tracker>>,
+    errors: ErrorPolicy,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pipeline {
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder::default()
+    }
+    pub fn decomposer(&self) -> &Arc<Decomposer> {
+        &self.dec
+    }
+    pub fn jobs(&self) -> usize {
+        self.jobs
+    }
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    pub fn is_temporal(&self) -> bool {
+        self.tracker.lock().expect("tracker lock").is_some()
+    }
+    /// Raise it (from any thread) to stop after the frames in flight.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Decompose every frame of `source` and hand the results to `sinks` in source order; then
+    /// let every sink finish. Never panics on a failing frame: how the run ended is in the report.
+    pub fn run(&self, source: Box<dyn FrameSource>, sinks: &mut [&mut dyn Sink]) -> RunReport {
+        let mut report =
+            RunReport { outcome: Outcome::Done, frames: 0, skipped: Vec::new(), errors: Vec::new(), seconds: 0.0, finished_files: Vec::new() };
+        let t0 = Instant::now();
+        let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tracker.as_mut() {
+            t.reset();
+        }
+        // Decode the next frames while the current ones are decomposed.
+        let mut frames: Box<dyn FrameSource> = if self.jobs > 1 { Box::new(Prefetch::new(source, 2 * self.group())) } else { source };
+        self.frame_loop(frames.as_mut(), tracker.as_mut(), sinks, &mut report);
+        drop(frames);
+        report.seconds = t0.elapsed().as_secs_f64();
+        for sink in sinks.iter_mut() {
+            match sink.finish(&report) {
+                Ok(files) => report.finished_files.extend(files),
+                Err(e) => report.fail(e),
+            }
+        }
+        report
+    }
+
+    /// Frames decomposed per round: `jobs` calls of `batch` frames (one frame in temporal mode).
+    fn group(&self) -> usize {
+        self.batch * self.jobs
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn frame_loop(&self, frames: &mut dyn FrameSource, mut tracker: Option<&mut Tracker>, sinks: &mut [&mut dyn Sink], report: &mut RunReport) {
+        let group = if tracker.is_some() { 1 } else { self.group() };
+        let mut pending: Vec<Frame> = Vec::with_capacity(group);
+        let mut stream = None;
+        loop {
+            if self.stopped() {
+                report.outcome = Outcome::Interrupted;
+                return;
+            }
+            let mut source_error = None;
+            let mut exhausted = false;
+            while pending.len() < group && !self.stopped() {
+                match frames.next() {
+                    Some(Ok(f)) => pending.push(f),
+                    Some(Err(e)) if self.errors == ErrorPolicy::Skip => report.skipped.push(Skipped { name: None, error: e }),
+                    Some(Err(e)) => {
+                        source_error = Some(e);
+                        break;
+                    }
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
+                }
+            }
+            if pending.is_empty() && source_error.is_none() {
+                if self.stopped() && !exhausted {
+                    report.outcome = Outcome::Interrupted;
+                }
+                return;
+            }
+            // Frames read before a bad one are still decomposed and delivered, in order.
+            let results: Vec<Result<Decomposition>> = match tracker.as_deref_mut() {
+                Some(t) => pending
+                    .iter()
+                    .map(|f| {
+                        // A frame of another stream (the next input) starts a new track.
+                        if stream.is_some_and(|s| s != f.stream) {
+                            t.reset();
+                        }
+                        stream = Some(f.stream);
+                        t.step(&f.view()?)
+                    })
+                    .collect(),
+                None => self.decompose_groups(&pending),
+            };
+            for (frame, result) in pending.drain(..).zip(results) {
+                let delivered = result.and_then(|d| sinks.iter_mut().try_for_each(|s| s.write(&frame, &d)));
+                match delivered {
+                    Ok(()) => report.frames += 1,
+                    Err(e) if self.errors == ErrorPolicy::Skip && !matches!(e, Error::Write { .. }) => {
+                        report.skipped.push(Skipped { name: Some(frame.name.clone()), error: e })
+                    }
+                    Err(e) => {
+                        report.fail(e);
+                        return;
+                    }
+                }
+            }
+            if let Some(e) = source_error {
+                report.fail(e);
+                return;
+            }
+        }
+    }
+
+    /// Decompose `frames` in calls of `batch` frames, the calls on parallel threads; one result per
+    /// frame, in order. A frame that cannot be viewed fails alone; a failed call fails its frames.
+    fn decompose_groups(&self, frames: &[Frame]) -> Vec<Result<Decomposition>> {
+        let call = |chunk: &[Frame]| -> Vec<Result<Decomposition>> {
+            let views: Vec<Result<ImageView>> = chunk.iter().map(Frame::view).collect();
+            let good: Vec<ImageView> = views.iter().filter_map(|v| v.as_ref().ok().copied()).collect();
+            let mut decs = match self.dec.decompose_batch(&good) {
+                Ok(ds) => ds.into_iter().map(Ok).collect(),
+                Err(e) => call_failed(e, good.len()),
+            }
+            .into_iter();
+            views.into_iter().map(|v| v.and_then(|_| decs.next().unwrap_or(Err(Error::InBatch("no output".into()))))).collect()
+        };
+        if frames.len() <= self.batch {
+            return call(frames);
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = frames.chunks(self.batch).map(|c| (c.len(), s.spawn(move || call(c)))).collect();
+            handles
+                .into_iter()
+                .flat_map(|(n, h)| h.join().unwrap_or_else(|p| call_failed(Error::Panicked(crate::error::panic_message(&*p)), n)))
+                .collect()
+        })
+    }
+}
+
+/// The results of a failed call of `n` frames: the first carries the error, the others refer to it.
+fn call_failed(e: Error, n: usize) -> Vec<Result<Decomposition>> {
+    let msg = crate::error::one_line(&e);
+    std::iter::once(Err(e)).chain((1..n).map(|_| Err(Error::InBatch(msg.clone())))).take(n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_checks() {
+        assert_eq!(default_jobs(true, false, false), 1);
+        assert_eq!(default_jobs(false, true, false), 1);
+        assert_eq!(default_jobs(false, false, true), 1);
+        assert_eq!(default_jobs(false, false, false), cores());
+        let e = Pipeline::builder().temporal(true).batch(2).check().unwrap_err();
+        assert!(e.to_string().contains("batch must be 1"), "{e}");
+        let e = Pipeline::builder().temporal(true).jobs(2).check().unwrap_err();
+        assert!(e.to_string().contains("jobs must be 1"), "{e}");
+        assert_eq!(Pipeline::builder().temporal(true).resolved_jobs(), 1);
+    }
+}
