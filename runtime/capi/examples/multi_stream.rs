@@ -3,12 +3,15 @@
 //! stream.
 //!
 //! ```text
-//! cargo run --release -p msf-capi --example multi_stream -- MODEL.onnx [--frames N] [--threads T] [--plain]
+//! cargo run --release -p msf-capi --example multi_stream -- MODEL.onnx [--frames N] [--backend tract|ort]
+//!     [--threads T] [--concurrency C] [--plain]
 //! ```
 //!
 //! Frames are synthetic 640×480 BGR8 images (a moving-shapes video, different per stream), so no
-//! decoding is timed. `--threads` sets the backend's kernel threads per call (0 = its default);
-//! `--plain` uses `msf_decompose` instead of a tracker.
+//! decoding is timed. Each row (1, 2, 4 threads) loads the model with `MsfOptions.concurrency` =
+//! the number of threads and `threads` = cores / concurrency, unless `--concurrency` or `--threads`
+//! fix them (`--concurrency 1` shows what callers of one onnxruntime session get); `--plain` uses
+//! `msf_decompose` instead of a tracker. Build with `--features ort` for `--backend ort`.
 
 use msf_runtime::*;
 use std::ffi::CString;
@@ -29,7 +32,7 @@ fn check(st: MsfStatus) {
 
 /// `n` frames of 640×480 BGR8 for stream `s`: the moving-shapes video (square) padded to 4:3.
 fn frames(s: usize, n: usize) -> Vec<Vec<u8>> {
-    let video = runtime::track::synthetic::moving_shapes(n + s * 3, 480);
+    let video = runtime::eval::synthetic::moving_shapes(n + s * 3, 480);
     video.frames[s * 3..]
         .iter()
         .map(|rgb| {
@@ -70,45 +73,57 @@ fn run_stream(dec: Shared, frames: &[Vec<u8>], plain: bool) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut model = None;
-    let (mut n, mut threads, mut plain) = (12usize, 0u32, false);
+    let (mut n, mut threads, mut plain, mut backend, mut concurrency) = (12usize, None, false, MSF_BACKEND_TRACT, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--frames" => n = it.next().and_then(|v| v.parse().ok()).expect("--frames N"),
-            "--threads" => threads = it.next().and_then(|v| v.parse().ok()).expect("--threads T"),
+            "--threads" => threads = Some(it.next().and_then(|v| v.parse().ok()).expect("--threads T")),
+            "--concurrency" => concurrency = Some(it.next().and_then(|v| v.parse().ok()).expect("--concurrency C")),
+            "--backend" => {
+                backend = match it.next().map(String::as_str) {
+                    Some("tract") => MSF_BACKEND_TRACT,
+                    Some("ort") => MSF_BACKEND_ONNXRUNTIME,
+                    other => panic!("--backend tract|ort, not {other:?}"),
+                }
+            }
             "--plain" => plain = true,
             _ if model.is_none() => model = Some(a.clone()),
             _ => panic!("unexpected argument {a}"),
         }
     }
     let Some(model) = model else {
-        eprintln!("usage: multi_stream MODEL.onnx [--frames N] [--threads T] [--plain]");
+        eprintln!("usage: multi_stream MODEL.onnx [--frames N] [--backend tract|ort] [--threads T] [--concurrency C] [--plain]");
         std::process::exit(2);
     };
-
-    let mut opts = msf_options_default();
-    opts.threads = threads;
-    let path = CString::new(model.clone()).unwrap();
-    let mut dec = std::ptr::null_mut();
-    check(unsafe { msf_decomposer_create(path.as_ptr(), &opts, &mut dec) });
-    let shared = Shared(dec);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "model {model}, {n} frames of 640x480 BGR8 per stream, {} per stream, kernel threads {}, {cores} cores",
+        "model {model}, {} backend, {n} frames of 640x480 BGR8 per stream, {} per stream, {cores} cores; \
+         per row: one decomposer with concurrency {} and kernel threads {}",
+        if backend == MSF_BACKEND_TRACT { "tract" } else { "onnxruntime" },
         if plain { "msf_decompose" } else { "a tracker" },
-        if threads == 0 { "default".to_string() } else { threads.to_string() },
+        concurrency.map_or("= streams".to_string(), |c: u32| c.to_string()),
+        threads.map_or("= cores / concurrency".to_string(), |t: u32| t.to_string()),
     );
 
+    let path = CString::new(model.clone()).unwrap();
     let streams: Vec<Vec<Vec<u8>>> = (0..4).map(|s| frames(s, n)).collect();
-    // Warm-up (plans, scratch buffers) on every stream's first frame.
-    std::thread::scope(|sc| {
-        for s in &streams {
-            sc.spawn(move || run_stream(shared, &s[..1], plain));
-        }
-    });
-
     let mut base = 0.0;
     for k in [1usize, 2, 4] {
+        // One decomposer per row, made for `k` callers, as a node with `k` cameras would.
+        let mut opts = msf_options_default();
+        opts.backend = backend;
+        opts.concurrency = concurrency.unwrap_or(k as u32);
+        opts.threads = threads.unwrap_or((cores / opts.concurrency.max(1) as usize).max(1) as u32);
+        let mut dec = std::ptr::null_mut();
+        check(unsafe { msf_decomposer_create(path.as_ptr(), &opts, &mut dec) });
+        let shared = Shared(dec);
+        // Warm-up (plans, scratch buffers) on each stream's first frame.
+        std::thread::scope(|sc| {
+            for s in &streams[..k] {
+                sc.spawn(move || run_stream(shared, &s[..1], plain));
+            }
+        });
         let t = Instant::now();
         std::thread::scope(|sc| {
             for s in &streams[..k] {
@@ -121,12 +136,14 @@ fn main() {
             base = fps;
         }
         println!(
-            "{k} stream{}: {:>7.1} frames/s aggregate, {:>6.1} per stream ({:.2}x one stream)",
+            "{k} thread{}: {:>7.1} frames/s aggregate, {:>6.1} per thread ({:.2}x one thread; concurrency {}, kernel threads {})",
             if k == 1 { " " } else { "s" },
             fps,
             fps / k as f64,
-            fps / base
+            fps / base,
+            opts.concurrency,
+            opts.threads,
         );
+        check(msf_decomposer_destroy(dec));
     }
-    check(msf_decomposer_destroy(dec));
 }

@@ -126,6 +126,14 @@ typedef struct MsfOptions {
      * Non-zero: fall back to the CPU when the requested provider cannot be used, instead of failing.
      */
     uint32_t allow_fallback;
+    /**
+     * How many threads will call `msf_decompose` (or step trackers) on this model at the same
+     * time; 0 or 1 = one. onnxruntime then keeps this many sessions, so the calls run in parallel
+     * instead of waiting for each other (tract serves any number from one plan). Pair it with
+     * `threads` = cores / concurrency. Added in version 2 of this struct: programs built against
+     * the older header pass a smaller `struct_size` and get one.
+     */
+    uint32_t concurrency;
 } MsfOptions;
 
 /**

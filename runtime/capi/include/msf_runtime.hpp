@@ -176,6 +176,8 @@ struct Options {
     Options& backend(MsfBackend b) { raw.backend = b; return *this; }
     Options& provider(MsfProvider p) { raw.provider = p; return *this; }
     Options& allow_fallback(bool yes) { raw.allow_fallback = yes ? 1u : 0u; return *this; }
+    /// Threads that will call decompose/step at once (onnxruntime keeps one session each).
+    Options& concurrency(uint32_t n) { raw.concurrency = n; return *this; }
 };
 
 /// A loaded model. Thread-safe: share one between threads (by reference or pointer). Move-only.

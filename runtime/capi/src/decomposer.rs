@@ -55,7 +55,16 @@ pub struct MsfOptions {
     pub threads: u32,
     /// Non-zero: fall back to the CPU when the requested provider cannot be used, instead of failing.
     pub allow_fallback: u32,
+    /// How many threads will call `msf_decompose` (or step trackers) on this model at the same
+    /// time; 0 or 1 = one. onnxruntime then keeps this many sessions, so the calls run in parallel
+    /// instead of waiting for each other (tract serves any number from one plan). Pair it with
+    /// `threads` = cores / concurrency. Added in version 2 of this struct: programs built against
+    /// the older header pass a smaller `struct_size` and get one.
+    pub concurrency: u32,
 }
+
+/// `struct_size` of the first `MsfOptions` (without `concurrency`), still accepted.
+const OPTIONS_V1_SIZE: u32 = 5 * 4;
 
 /// Shapes of a loaded model.
 #[repr(C)]
@@ -83,7 +92,26 @@ pub extern "C" fn msf_options_default() -> MsfOptions {
         provider: MSF_PROVIDER_CPU,
         threads: 0,
         allow_fallback: 0,
+        concurrency: 0,
     }
+}
+
+/// Copy the caller's options, reading only the `struct_size` bytes a caller built against an
+/// older header provides; fields it does not know keep their defaults.
+///
+/// # Safety
+/// `options` must point to at least 4 readable bytes, and to `struct_size` bytes when that is
+/// not more than this library's `MsfOptions`.
+unsafe fn read_options(options: *const MsfOptions) -> MsfOptions {
+    // SAFETY: every version starts with the u32 `struct_size`; read unaligned so that a packed or
+    // byte-buffer copy from a foreign language also works.
+    let size = unsafe { options.cast::<u32>().read_unaligned() } as usize;
+    let mut out = msf_options_default();
+    let n = size.min(std::mem::size_of::<MsfOptions>());
+    // SAFETY: `n` bytes are readable (the caller's contract) and fit in `out`.
+    unsafe { std::ptr::copy_nonoverlapping(options.cast::<u8>(), (&mut out as *mut MsfOptions).cast::<u8>(), n) };
+    out.struct_size = size as u32;
+    out
 }
 
 fn pixel_format(f: MsfPixelFormat) -> FfiResult<PixelFormat> {
@@ -181,7 +209,7 @@ fn builder_from(opts: &MsfOptions) -> FfiResult<runtime::DecomposerBuilder> {
     if opts.struct_size == 0 {
         return Err(Failure::invalid("MsfOptions.struct_size is 0: start from msf_options_default()"));
     }
-    if opts.struct_size < want {
+    if opts.struct_size != OPTIONS_V1_SIZE && opts.struct_size < want {
         return Err(Failure::invalid(format!(
             "MsfOptions.struct_size is {} but this library's MsfOptions has {want} bytes: start from msf_options_default()",
             opts.struct_size
@@ -201,6 +229,9 @@ fn builder_from(opts: &MsfOptions) -> FfiResult<runtime::DecomposerBuilder> {
     let mut b = Decomposer::builder().backend(backend).provider(provider).allow_fallback(opts.allow_fallback != 0);
     if opts.threads > 0 {
         b = b.threads(opts.threads as usize);
+    }
+    if opts.concurrency > 1 {
+        b = b.concurrency(opts.concurrency as usize);
     }
     Ok(b)
 }
@@ -266,9 +297,8 @@ pub unsafe extern "C" fn msf_decomposer_create(
         let opts = if options.is_null() {
             msf_options_default()
         } else {
-            // SAFETY: non-null; the caller provides a valid MsfOptions. Read unaligned so that a
-            // packed or byte-buffer copy from a foreign language also works.
-            unsafe { options.read_unaligned() }
+            // SAFETY: non-null; the caller provides a valid MsfOptions of its header's version.
+            unsafe { read_options(options) }
         };
         let dec = builder_from(&opts)?.build(&path)?;
         let h = handle::register(Object::Decomposer(Arc::new(dec)));
@@ -399,5 +429,30 @@ mod tests {
         o = msf_options_default();
         o.provider = 3;
         assert_eq!(builder_from(&o).unwrap_err().status, MsfStatus::InvalidArgument);
+        o = msf_options_default();
+        o.struct_size = OPTIONS_V1_SIZE + 1;
+        assert!(builder_from(&o).unwrap_err().message.contains("struct_size"));
+    }
+
+    /// A program built against the first header passes a 20-byte struct: only those bytes are
+    /// read, and `concurrency` keeps its default.
+    #[test]
+    fn options_of_the_first_version_are_read_as_far_as_they_go() {
+        #[repr(C)]
+        struct V1 {
+            struct_size: u32,
+            backend: u32,
+            provider: u32,
+            threads: u32,
+            allow_fallback: u32,
+        }
+        let v1 = V1 { struct_size: OPTIONS_V1_SIZE, backend: MSF_BACKEND_TRACT, provider: MSF_PROVIDER_CPU, threads: 3, allow_fallback: 1 };
+        assert_eq!(std::mem::size_of::<V1>() as u32, OPTIONS_V1_SIZE);
+        let o = unsafe { read_options((&v1 as *const V1).cast()) };
+        assert_eq!((o.struct_size, o.threads, o.allow_fallback, o.concurrency), (OPTIONS_V1_SIZE, 3, 1, 0));
+        assert!(builder_from(&o).is_ok());
+        let mut v2 = msf_options_default();
+        v2.concurrency = 4;
+        assert_eq!(unsafe { read_options(&v2) }, v2);
     }
 }
