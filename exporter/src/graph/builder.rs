@@ -5,7 +5,6 @@
 //! order give the same bytes.
 
 use super::Precision;
-use msf_models::keys;
 use msf_models::onnx::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto};
 
 /// Accumulates nodes and initializers with unique names.
@@ -135,37 +134,6 @@ impl Builder {
     }
     pub(super) fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
         self.op("Transpose", &[x], vec![attr_ints("perm", perm)], None)
-    }
-
-    /// `x @ Wᵀ + b` for a torch `Linear` (weight (out, in)), with optional per-output scaling folded in.
-    pub(super) fn linear(&mut self, x: &str, name: &str, w: &[f32], b: Option<&[f32]>, out_in: (usize, usize), scale: Option<&[f32]>) -> String {
-        let (o, i) = out_in;
-        let mut wt = transpose(w, o, i); // (in, out)
-        if let Some(s) = scale {
-            for r in 0..i {
-                for c in 0..o {
-                    wt[r * o + c] *= s[c];
-                }
-            }
-        }
-        let quantize = self.precision == Precision::Int8 && (name.starts_with(keys::VIT_BLOCKS_PREFIX) || name.starts_with(keys::PROJECT_PREFIX));
-        let y = if quantize {
-            self.int8_matmul(x, name, &wt, i, o)
-        } else {
-            let wn = self.f32(&format!("{name}.weight_t"), &[i, o], wt);
-            self.mm(x, &wn)
-        };
-        match b {
-            Some(b) => {
-                let b: Vec<f32> = match scale {
-                    Some(s) => b.iter().zip(s).map(|(b, s)| b * s).collect(),
-                    None => b.to_vec(),
-                };
-                let bn = self.f32(&format!("{name}.bias"), &[o], b);
-                self.add(&y, &bn)
-            }
-            None => y,
-        }
     }
 
     /// `x @ wt` with `wt` (in, out) quantised to int8 per output column and `x` to uint8 at run

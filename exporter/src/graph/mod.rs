@@ -1,19 +1,39 @@
-//! Build the ONNX decomposition graph: image → slots, attention, masks (spec §2).
+//! Build the ONNX decomposition graph: image → slots, attention, masks (spec §2), block by block.
 //!
 //! The graph is written op by op so that it stays portable (standard ONNX ops, opset 13..=21) and
 //! lean: weights are pre-transposed for `MatMul`, the attention scales and LayerScale gammas are
 //! folded into the adjacent linear layers, and the GRU's r/z gates share one activation.
+//!
+//! One module per block of the architecture, in data order: `resize` (bicubic image → backbone
+//! size), `vit` (patch embedding, one ViT block per depth index, final norm), `project` (MLP),
+//! `slot_attention` (initial slots, rounds with GRU and FFN), `masks` (upsample, argmax). Each
+//! reads its tensors through a [`Weights`] view scoped to its key prefix, as candle's models do,
+//! and writes its nodes into one `builder::Builder`. [`build_graph`] chains the blocks;
+//! [`block_graph`] writes one alone, with its own input and outputs, so that each block can be
+//! checked against an independent implementation on its own.
 
 mod builder;
+mod masks;
+mod project;
+mod resize;
+mod slot_attention;
+mod vit;
+mod weights;
 
 use crate::spec::ModelSpec;
-use builder::{attr_f, attr_i, attr_s, transpose, Builder};
+use builder::Builder;
+use masks::Masks;
 use msf_models::interface::{INPUT_IMAGE, INPUT_SLOTS, OUTPUT_ATTN, OUTPUT_MASKS, OUTPUT_SLOTS};
 use msf_models::keys;
 use msf_models::onnx::{tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, TensorShapeProto, TypeProto, ValueInfoProto};
-use msf_models::{ModelConfig, Preprocess};
+use msf_models::Preprocess;
+use project::Project;
+use resize::Resize;
+use slot_attention::{InitialSlots, SlotAttention};
+use vit::{PatchEmbed, VitBlock, VitNorm};
 
 pub use builder::tensor_f32;
+pub use weights::Weights;
 
 /// Supported opset range: 13 brings per-axis Softmax and input-form Split/ReduceSum;
 /// `LayerNormalization` is used natively from 17 and decomposed below it.
@@ -67,22 +87,56 @@ impl Default for GraphOptions {
 pub enum GraphError {
     #[error("opset {0} is not supported (use {MIN_OPSET}..={MAX_OPSET})")]
     Opset(i64),
+    #[error("`{key}` is not among the checkpoint's weights")]
+    MissingWeight { key: String },
+    #[error("the backbone has {depth} blocks: there is no block {index}")]
+    NoBlock { index: usize, depth: usize },
 }
 
-fn w<'a>(spec: &'a ModelSpec, key: &str) -> &'a [f32] {
-    spec.weights.get(key).unwrap_or_else(|| panic!("spec validated `{key}`")).as_slice()
+/// Every block of a model, its weights looked up (so all present) before any node is written.
+struct Blocks<'a> {
+    resize: Resize,
+    embed: PatchEmbed<'a>,
+    vit: Vec<VitBlock<'a>>,
+    vit_norm: VitNorm<'a>,
+    project: Project<'a>,
+    init: InitialSlots<'a>,
+    slot_attention: SlotAttention<'a>,
+    masks: Masks,
 }
 
-fn value_info(name: &str, elem: DataType, dims: &[Result<usize, &str>]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| tensor_shape_proto::Dimension {
-            value: Some(match d {
-                Ok(v) => tensor_shape_proto::dimension::Value::DimValue(*v as i64),
-                Err(p) => tensor_shape_proto::dimension::Value::DimParam(p.to_string()),
-            }),
-            ..Default::default()
+impl<'a> Blocks<'a> {
+    fn new(spec: &'a ModelSpec, pre: &Preprocess, opts: &GraphOptions) -> Result<Blocks<'a>, GraphError> {
+        let c = &spec.config;
+        let root = Weights::new(&spec.weights);
+        let vit = root.pp(keys::VIT_PREFIX);
+        let vit_blocks = root.pp(keys::VIT_BLOCKS_PREFIX);
+        Ok(Blocks {
+            resize: Resize::new(pre),
+            embed: PatchEmbed::new(&vit, &c.vit)?,
+            vit: (0..c.vit.depth).map(|i| VitBlock::new(&vit_blocks.pp(i), &c.vit)).collect::<Result<_, _>>()?,
+            vit_norm: VitNorm::new(&vit, &c.vit)?,
+            project: Project::new(&root.pp(keys::PROJECT_PREFIX), &c.project)?,
+            init: InitialSlots::new(&root.pp(keys::SLOTS_PREFIX), &c.slots, opts.slots_in)?,
+            slot_attention: SlotAttention::new(&root.pp(keys::SA_PREFIX), &c.slots, c.project.out_dim)?,
+            masks: Masks::new(c.vit.grid, pre.image_size),
         })
+    }
+}
+
+fn builder(opts: &GraphOptions) -> Result<Builder, GraphError> {
+    if !(MIN_OPSET..=MAX_OPSET).contains(&opts.opset) {
+        return Err(GraphError::Opset(opts.opset));
+    }
+    Ok(Builder::new(opts.opset, opts.precision))
+}
+
+/// A tensor's type with a symbolic batch dimension in front of `dims`.
+fn value_info(name: &str, elem: DataType, dims: &[usize]) -> ValueInfoProto {
+    let batch = std::iter::once(tensor_shape_proto::dimension::Value::DimParam(BATCH_DIM.to_string()));
+    let dim = batch
+        .chain(dims.iter().map(|&d| tensor_shape_proto::dimension::Value::DimValue(d as i64)))
+        .map(|v| tensor_shape_proto::Dimension { value: Some(v), ..Default::default() })
         .collect();
     ValueInfoProto {
         name: Some(name.into()),
@@ -97,221 +151,173 @@ fn value_info(name: &str, elem: DataType, dims: &[Result<usize, &str>]) -> Value
     }
 }
 
+fn graph_proto(g: Builder, name: String, doc: &str, input: Vec<ValueInfoProto>, output: Vec<ValueInfoProto>) -> GraphProto {
+    GraphProto { name: Some(name), node: g.nodes, initializer: g.inits, input, output, doc_string: Some(doc.into()), ..Default::default() }
+}
+
 /// Build the decomposition graph for a validated checkpoint.
 pub fn build_graph(spec: &ModelSpec, pre: &Preprocess, opts: &GraphOptions) -> Result<GraphProto, GraphError> {
-    if !(MIN_OPSET..=MAX_OPSET).contains(&opts.opset) {
-        return Err(GraphError::Opset(opts.opset));
+    let mut g = builder(opts)?;
+    let b = Blocks::new(spec, pre, opts)?;
+    let image = if opts.resize_in_graph { b.resize.emit(&mut g, INPUT_IMAGE) } else { INPUT_IMAGE.to_string() };
+    let mut h = b.embed.emit(&mut g, &image);
+    for block in &b.vit {
+        h = block.emit(&mut g, &h);
     }
-    let c: &ModelConfig = &spec.config;
-    let mut g = Builder::new(opts.opset, opts.precision);
-    let (e, grid, heads) = (c.vit.embed_dim as i64, c.vit.grid as i64, c.vit.num_heads as i64);
-    let head_dim = (c.vit.embed_dim / c.vit.num_heads) as i64;
-    let (k_slots, d) = (c.slots.num_slots, c.slots.slot_dim);
-    let ln = |g: &mut Builder, x: &str, wk: &str, bk: &str, eps: f32, n: usize| {
-        let wn = g.f32(wk, &[n], w(spec, wk).to_vec());
-        let bn = g.f32(bk, &[n], w(spec, bk).to_vec());
-        g.layer_norm(x, &wn, &bn, eps)
+    let feats = b.vit_norm.emit(&mut g, &h);
+    let f = b.project.emit(&mut g, &feats);
+    // The initial slots read the batch size from the image, which is known first.
+    let (_slots, attn) = b.slot_attention.emit(&mut g, &f, &b.init, &image);
+    b.masks.emit(&mut g, &attn);
+
+    let c = &spec.config;
+    let (k, d, grid, m) = (c.slots.num_slots, c.slots.slot_dim, c.vit.grid, pre.image_size);
+    let s_in = pre.graph_input_size();
+    let mut inputs = vec![value_info(INPUT_IMAGE, DataType::Float, &[3, s_in, s_in])];
+    if opts.slots_in {
+        inputs.push(value_info(INPUT_SLOTS, DataType::Float, &[k, d]));
+    }
+    let outputs = vec![
+        value_info(OUTPUT_SLOTS, DataType::Float, &[k, d]),
+        value_info(OUTPUT_ATTN, DataType::Float, &[k, grid, grid]),
+        value_info(OUTPUT_MASKS, DataType::Int64, &[m, m]),
+    ];
+    let name = format!("msf_{}", c.kind.as_str().replace('-', "_"));
+    Ok(graph_proto(g, name, "MSF object decomposition: image → slots, attention, masks", inputs, outputs))
+}
+
+/// One block of the graph, for [`block_graph`]. Shapes: image side M, backbone input side S,
+/// G² patch tokens of width E, projected width P, K slots of width D.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Block {
+    /// Bicubic resize: image (B, 3, M, M) → (B, 3, S, S).
+    Resize,
+    /// Patchify + matmul, class token, position embedding: (B, 3, S, S) → tokens (B, 1 + G², E).
+    PatchEmbed,
+    /// ViT block `i`: tokens (B, 1 + G², E) → tokens.
+    Vit(usize),
+    /// Final ViT LayerNorm, class token dropped: tokens → features (B, G², E).
+    VitNorm,
+    /// Projection MLP: features → (B, G², P).
+    Project,
+    /// Initial slots (the learned mean) and Slot Attention: (B, G², P) → `slots` (B, K, D) and
+    /// the last round's attention (B, K, G²).
+    SlotAttention,
+    /// Attention (B, K, G²) → `attn` (B, K, G, G) and `masks` (B, M, M), int64.
+    Masks,
+}
+
+/// The input of a [`block_graph`].
+pub const BLOCK_INPUT: &str = "x";
+
+/// One block as a standalone graph: input [`BLOCK_INPUT`] (batch first, symbolic), outputs as
+/// [`Block`] lists them. The block is written exactly as [`build_graph`] writes it (same ops,
+/// folded weights, precision and opset), so it can be run against a reference on its own.
+pub fn block_graph(spec: &ModelSpec, pre: &Preprocess, opts: &GraphOptions, block: Block) -> Result<GraphProto, GraphError> {
+    let mut g = builder(opts)?;
+    let b = Blocks::new(spec, pre, opts)?;
+    let c = &spec.config;
+    let (m, s, n, e, p) = (pre.image_size, c.vit.input_size(), c.vit.num_tokens(), c.vit.embed_dim, c.project.out_dim);
+    let (k, d, grid) = (c.slots.num_slots, c.slots.slot_dim, c.vit.grid);
+    let x = BLOCK_INPUT;
+    let f32s = |name: String, dims: &[usize]| value_info(&name, DataType::Float, dims);
+    let (input, outputs): (Vec<usize>, Vec<ValueInfoProto>) = match block {
+        Block::Resize => (vec![3, m, m], vec![f32s(b.resize.emit(&mut g, x), &[3, pre.backbone_size, pre.backbone_size])]),
+        Block::PatchEmbed => (vec![3, s, s], vec![f32s(b.embed.emit(&mut g, x), &[1 + n, e])]),
+        Block::Vit(i) => {
+            let vit = b.vit.get(i).ok_or(GraphError::NoBlock { index: i, depth: c.vit.depth })?;
+            (vec![1 + n, e], vec![f32s(vit.emit(&mut g, x), &[1 + n, e])])
+        }
+        Block::VitNorm => (vec![1 + n, e], vec![f32s(b.vit_norm.emit(&mut g, x), &[n, e])]),
+        Block::Project => (vec![n, e], vec![f32s(b.project.emit(&mut g, x), &[n, p])]),
+        Block::SlotAttention => {
+            let (slots, attn) = b.slot_attention.emit(&mut g, x, &b.init, x);
+            (vec![n, p], vec![f32s(slots, &[k, d]), f32s(attn, &[k, n])])
+        }
+        Block::Masks => {
+            let (attn, masks) = b.masks.emit(&mut g, x);
+            (vec![k, n], vec![f32s(attn, &[k, grid, grid]), value_info(&masks, DataType::Int64, &[m, m])])
+        }
     };
+    let mut inputs = vec![value_info(x, DataType::Float, &input)];
+    if block == Block::SlotAttention && opts.slots_in {
+        inputs.push(value_info(INPUT_SLOTS, DataType::Float, &[k, d]));
+    }
+    let name = format!("msf_{}_{block:?}", c.kind.as_str().replace('-', "_"));
+    Ok(graph_proto(g, name, "one block of the MSF decomposition graph", inputs, outputs))
+}
 
-    // Bicubic resize to the backbone's input (PyTorch bicubic: a = −0.75, half-pixel centres).
-    let mut x = INPUT_IMAGE.to_string();
-    if opts.resize_in_graph {
-        let s = pre.backbone_size as f32 / pre.image_size as f32;
-        let scales = g.f32("resize_scales", &[4], vec![1.0, 1.0, s, s]);
-        x = g.op(
-            "Resize",
-            &[&x, "", &scales],
-            vec![
-                attr_s("mode", "cubic"),
-                attr_f("cubic_coeff_a", pre.cubic_a),
-                attr_s("coordinate_transformation_mode", "half_pixel"),
-            ],
-            None,
-        );
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::expected_shapes;
+    use msf_models::{ModelConfig, ModelKind, ProjectConfig, SlotConfig, VitConfig};
+
+    /// A small model with every weight present (distinct values, so folding shows in the bytes).
+    fn tiny_spec() -> ModelSpec {
+        let config = ModelConfig {
+            kind: ModelKind::SlateMsf,
+            vit: VitConfig { embed_dim: 64, depth: 2, num_heads: 1, mlp_dim: 96, patch_size: 2, grid: 4, ln_eps: 1e-6 },
+            project: ProjectConfig { in_dim: 64, hidden_dim: 32, out_dim: 16, ln_eps: 1e-5 },
+            slots: SlotConfig { num_slots: 3, slot_dim: 16, ffn_dim: 24, iters: 2, attn_eps: 1e-5, ln_eps: 1e-5 },
+        };
+        let weights = expected_shapes(&config)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, s))| (k, (0..s.iter().product::<usize>()).map(|j| ((i * 31 + j) % 17) as f32 / 17.0 - 0.5).collect()))
+            .collect();
+        ModelSpec { config, weights, source_sha256: String::new(), unexpected: vec![], file_params: 0, inference_params: 0 }
     }
 
-    // Patch embedding (a p×p stride-p conv) as patchify + one matmul: (B, 3, G·p, G·p) →
-    // (B, G², 3·p·p) @ Wᵀ → tokens (B, G², E). Written this way the residual stream stays
-    // token-major: from a conv, tract keeps the whole ViT channel-major, where every LayerNorm
-    // reduces over a strided axis and its mean subtraction falls back to a generic broadcast.
-    let p = c.vit.patch_size;
-    let (pi, gi) = (p as i64, grid);
-    let patches = g.reshape(&x, &[0, 3, gi, pi, gi, pi]);
-    let patches = g.transpose(&patches, &[0, 2, 4, 1, 3, 5]);
-    let patches = g.reshape(&patches, &[0, gi * gi, 3 * pi * pi]);
-    let tokens = g.linear(&patches, keys::VIT_PATCH_WEIGHT.trim_end_matches(".weight"), w(spec, keys::VIT_PATCH_WEIGHT), Some(w(spec, keys::VIT_PATCH_BIAS)), (c.vit.embed_dim, 3 * p * p), None);
-    // Prepend the class token (broadcast to the batch) and add the positional embedding.
-    let cls = g.f32(keys::VIT_CLS_TOKEN, &[1, 1, c.vit.embed_dim], w(spec, keys::VIT_CLS_TOKEN).to_vec());
-    let cls_shape = g.batch_shape(&tokens, &[1, e]);
-    let cls_b = g.op("Expand", &[&cls, &cls_shape], vec![], None);
-    let seq = g.op("Concat", &[&cls_b, &tokens], vec![attr_i("axis", 1)], None);
-    let n_tok = c.vit.num_tokens() + 1;
-    let pos = g.f32(keys::VIT_POS_EMBED, &[1, n_tok, c.vit.embed_dim], w(spec, keys::VIT_POS_EMBED).to_vec());
-    let mut h = g.add(&seq, &pos);
-
-    let ed = c.vit.embed_dim;
-    let attn_scale = (head_dim as f32).powf(-0.5);
-    for i in 0..c.vit.depth {
-        let bk = |p: &str| keys::vit_block(i, p);
-        // Attention: q, k, v from the fused qkv weight, the 1/√d scale folded into q.
-        let a_in = ln(&mut g, &h, &bk("norm1.weight"), &bk("norm1.bias"), c.vit.ln_eps, ed);
-        // One (ed → 3·ed) matmul, then a split: one large GEMM runs faster than three small ones.
-        let mut scale = vec![attn_scale; ed];
-        scale.resize(3 * ed, 1.0);
-        let qkv = g.linear(&a_in, &bk("attn.qkv"), w(spec, &bk("attn.qkv.weight")), Some(w(spec, &bk("attn.qkv.bias"))), (3 * ed, ed), Some(&scale));
-        let [q, k, v]: [String; 3] = g.split_last(&qkv, &[e, e, e]).try_into().expect("three parts");
-        let q = g.reshape(&q, &[0, 0, heads, head_dim]);
-        let q = g.transpose(&q, &[0, 2, 1, 3]); // (B, H, N, hd)
-        let k = g.reshape(&k, &[0, 0, heads, head_dim]);
-        let k = g.transpose(&k, &[0, 2, 3, 1]); // (B, H, hd, N)
-        let v = g.reshape(&v, &[0, 0, heads, head_dim]);
-        let v = g.transpose(&v, &[0, 2, 1, 3]);
-        let logits = g.mm(&q, &k);
-        let att = g.op("Softmax", &[&logits], vec![attr_i("axis", -1)], None);
-        let o = g.mm(&att, &v);
-        let o = g.transpose(&o, &[0, 2, 1, 3]);
-        let o = g.reshape(&o, &[0, 0, e]);
-        // LayerScale gamma folded into the output projection.
-        let ls1 = w(spec, &bk("ls1.gamma")).to_vec();
-        let o = g.linear(&o, &bk("attn.proj"), w(spec, &bk("attn.proj.weight")), Some(w(spec, &bk("attn.proj.bias"))), (ed, ed), Some(&ls1));
-        h = g.add(&h, &o);
-        // MLP with LayerScale folded into fc2.
-        let m_in = ln(&mut g, &h, &bk("norm2.weight"), &bk("norm2.bias"), c.vit.ln_eps, ed);
-        let m = c.vit.mlp_dim;
-        let f1 = g.linear(&m_in, &bk("mlp.fc1"), w(spec, &bk("mlp.fc1.weight")), Some(w(spec, &bk("mlp.fc1.bias"))), (m, ed), None);
-        let f1 = g.gelu(&f1);
-        let ls2 = w(spec, &bk("ls2.gamma")).to_vec();
-        let f2 = g.linear(&f1, &bk("mlp.fc2"), w(spec, &bk("mlp.fc2.weight")), Some(w(spec, &bk("mlp.fc2.bias"))), (ed, m), Some(&ls2));
-        h = g.add(&h, &f2);
+    fn pre(spec: &ModelSpec) -> Preprocess {
+        Preprocess::upstream(spec.config.vit.input_size(), true)
     }
-    let h = ln(&mut g, &h, keys::VIT_NORM_WEIGHT, keys::VIT_NORM_BIAS, c.vit.ln_eps, ed);
-    // Drop the class token.
-    let starts = g.i64s(&[1]);
-    let ends = g.i64s(&[i64::MAX]);
-    let axes = g.i64s(&[1]);
-    let feats = g.op("Slice", &[&h, &starts, &ends, &axes], vec![], None);
 
-    // Projection MLP.
-    let pc = &c.project;
-    let f = ln(&mut g, &feats, keys::PROJECT_LN_WEIGHT, keys::PROJECT_LN_BIAS, pc.ln_eps, pc.in_dim);
-    let f = g.linear(&f, "m.encode_project.1", w(spec, keys::PROJECT_FC1_WEIGHT), Some(w(spec, keys::PROJECT_FC1_BIAS)), (pc.hidden_dim, pc.in_dim), None);
-    let f = g.gelu(&f);
-    let f = g.linear(&f, "m.encode_project.3", w(spec, keys::PROJECT_FC2_WEIGHT), Some(w(spec, keys::PROJECT_FC2_BIAS)), (pc.out_dim, pc.hidden_dim), None);
+    /// An initializer without its name: shape and bytes.
+    type Init = (Vec<i64>, Vec<u8>);
 
-    // Slot attention: keys and values once, then `iters` GRU-refined rounds.
-    let sc = &c.slots;
-    let kv = ln(&mut g, &f, keys::SA_NORM_KV_WEIGHT, keys::SA_NORM_KV_BIAS, sc.ln_eps, pc.out_dim);
-    let sa_k = g.linear(&kv, "m.aggregat.proj_k", w(spec, keys::SA_PROJ_K), None, (d, pc.out_dim), None);
-    let sa_kt = g.transpose(&sa_k, &[0, 2, 1]); // (B, D, N)
-    let sa_v = g.linear(&kv, "m.aggregat.proj_v", w(spec, keys::SA_PROJ_V), None, (d, pc.out_dim), None);
+    /// What a graph computes, without the names the builder numbers: op types and attributes in
+    /// order, initializer shapes and bytes in order.
+    fn content(g: &GraphProto) -> (Vec<String>, Vec<Init>) {
+        let nodes = g.node.iter().map(|n| format!("{:?} {:?}", n.op_type, n.attribute)).collect();
+        let inits = g.initializer.iter().map(|t| (t.dims.clone(), t.raw_data.clone().unwrap_or_default())).collect();
+        (nodes, inits)
+    }
 
-    let mean = w(spec, keys::SLOTS_MEAN).to_vec();
-    let mut slots = if opts.slots_in {
-        // The learned mean is the input's default (initializer with the input's name).
-        let init = g.f32(INPUT_SLOTS, &[1, k_slots, d], mean);
-        let shape = g.batch_shape(&x, &[k_slots as i64, d as i64]);
-        g.op("Expand", &[&init, &shape], vec![], None)
-    } else {
-        let init = g.f32(keys::SLOTS_MEAN, &[1, k_slots, d], mean);
-        let shape = g.batch_shape(&x, &[k_slots as i64, d as i64]);
-        g.op("Expand", &[&init, &shape], vec![], None)
-    };
-
-    // Weights shared by all iterations.
-    let q_scale = vec![(d as f32).powf(-0.5); d];
-    let nq_w = g.f32(keys::SA_NORM_Q_WEIGHT, &[d], w(spec, keys::SA_NORM_Q_WEIGHT).to_vec());
-    let nq_b = g.f32(keys::SA_NORM_Q_BIAS, &[d], w(spec, keys::SA_NORM_Q_BIAS).to_vec());
-    let wq = g.f32("m.aggregat.proj_q.weight_t_scaled", &[d, d], {
-        let mut t = transpose(w(spec, keys::SA_PROJ_Q), d, d);
-        t.iter_mut().for_each(|v| *v *= q_scale[0]);
-        t
-    });
-    let w_ih = g.f32("m.aggregat.rnn.weight_ih_t", &[d, 3 * d], transpose(w(spec, keys::SA_GRU_W_IH), 3 * d, d));
-    let w_hh = g.f32("m.aggregat.rnn.weight_hh_t", &[d, 3 * d], transpose(w(spec, keys::SA_GRU_W_HH), 3 * d, d));
-    let b_ih = g.f32(keys::SA_GRU_B_IH, &[3 * d], w(spec, keys::SA_GRU_B_IH).to_vec());
-    let b_hh = g.f32(keys::SA_GRU_B_HH, &[3 * d], w(spec, keys::SA_GRU_B_HH).to_vec());
-    let n2_w = g.f32(keys::SA_NORM2_WEIGHT, &[d], w(spec, keys::SA_NORM2_WEIGHT).to_vec());
-    let n2_b = g.f32(keys::SA_NORM2_BIAS, &[d], w(spec, keys::SA_NORM2_BIAS).to_vec());
-    let ffn1_w = g.f32("m.aggregat.ffn.0.weight_t", &[d, sc.ffn_dim], transpose(w(spec, keys::SA_FFN1_WEIGHT), sc.ffn_dim, d));
-    let ffn1_b = g.f32(keys::SA_FFN1_BIAS, &[sc.ffn_dim], w(spec, keys::SA_FFN1_BIAS).to_vec());
-    let ffn2_w = g.f32("m.aggregat.ffn.3.weight_t", &[sc.ffn_dim, d], transpose(w(spec, keys::SA_FFN2_WEIGHT), d, sc.ffn_dim));
-    let ffn2_b = g.f32(keys::SA_FFN2_BIAS, &[d], w(spec, keys::SA_FFN2_BIAS).to_vec());
-    let eps = g.scalar(sc.attn_eps);
-    let sum_axes = g.i64s(&[2]);
-
-    let mut attn = String::new();
-    for it in 0..sc.iters {
-        let last = it + 1 == sc.iters;
-        let prev = slots.clone();
-        let qn = g.layer_norm(&slots, &nq_w, &nq_b, sc.ln_eps);
-        let q = g.mm(&qn, &wq);
-        let logits = g.mm(&q, &sa_kt); // (B, K, N)
-        // Softmax over the slot axis: slots compete for tokens.
-        let a0 = g.op("Softmax", &[&logits], vec![attr_i("axis", 1)], None);
-        let denom = g.op("ReduceSum", &[&a0, &sum_axes], vec![attr_i("keepdims", 1)], None);
-        let denom = g.add(&denom, &eps);
-        let a = g.op("Div", &[&a0, &denom], vec![], None);
-        let u = g.mm(&a, &sa_v); // (B, K, D)
-        // GRUCell (gate order r, z, n): h' = n + z ∘ (h − n).
-        let gi = g.mm(&u, &w_ih);
-        let gi = g.add(&gi, &b_ih);
-        let gh = g.mm(&prev, &w_hh);
-        let gh = g.add(&gh, &b_hh);
-        let gi_parts = g.split_last(&gi, &[2 * d as i64, d as i64]);
-        let gh_parts = g.split_last(&gh, &[2 * d as i64, d as i64]);
-        let rz = g.add(&gi_parts[0], &gh_parts[0]);
-        let rz = g.op("Sigmoid", &[&rz], vec![], None);
-        let rz_parts = g.split_last(&rz, &[d as i64, d as i64]);
-        let rn = g.mul(&rz_parts[0], &gh_parts[1]);
-        let n = g.add(&gi_parts[1], &rn);
-        let n = g.op("Tanh", &[&n], vec![], None);
-        let hn = g.sub(&prev, &n);
-        let zhn = g.mul(&rz_parts[1], &hn);
-        let y = g.add(&n, &zhn);
-        // Residual FFN.
-        let z = g.layer_norm(&y, &n2_w, &n2_b, sc.ln_eps);
-        let f1 = g.mm(&z, &ffn1_w);
-        let f1 = g.add(&f1, &ffn1_b);
-        let f1 = g.gelu(&f1);
-        let f2 = g.mm(&f1, &ffn2_w);
-        let f2 = g.add(&f2, &ffn2_b);
-        slots = g.op("Add", &[&y, &f2], vec![], if last { Some(OUTPUT_SLOTS) } else { None });
-        if last {
-            attn = a0;
+    #[test]
+    fn the_blocks_alone_write_what_the_whole_graph_writes() {
+        let spec = tiny_spec();
+        for opts in [GraphOptions::default(), GraphOptions { opset: 13, precision: Precision::Int8, ..Default::default() }] {
+            let whole = content(&build_graph(&spec, &pre(&spec), &opts).unwrap());
+            let mut blocks = vec![Block::Resize, Block::PatchEmbed];
+            blocks.extend((0..spec.config.vit.depth).map(Block::Vit));
+            blocks.extend([Block::VitNorm, Block::Project, Block::SlotAttention, Block::Masks]);
+            let (mut nodes, mut inits) = (vec![], vec![]);
+            for b in blocks {
+                let (n, i) = content(&block_graph(&spec, &pre(&spec), &opts, b).unwrap());
+                nodes.extend(n);
+                inits.extend(i);
+            }
+            assert_eq!(whole.0, nodes, "nodes, {opts:?}");
+            assert!(whole.1 == inits, "initializers, {opts:?}");
         }
     }
-    let attn_shape = g.i64s(&[0, 0, grid, grid]);
-    let attn = g.op("Reshape", &[&attn, &attn_shape], vec![], Some(OUTPUT_ATTN));
 
-    // Masks: bilinear upsample of the attention to the image size, argmax over slots.
-    let up = pre.image_size as f32 / c.vit.grid as f32;
-    let mscales = g.f32("mask_scales", &[4], vec![1.0, 1.0, up, up]);
-    let big = g.op(
-        "Resize",
-        &[&attn, "", &mscales],
-        vec![attr_s("mode", "linear"), attr_s("coordinate_transformation_mode", "half_pixel")],
-        None,
-    );
-    g.op("ArgMax", &[&big], vec![attr_i("axis", 1), attr_i("keepdims", 0)], Some(OUTPUT_MASKS));
-
-    let s_in = pre.graph_input_size();
-    let mut inputs = vec![value_info(INPUT_IMAGE, DataType::Float, &[Err(BATCH_DIM), Ok(3), Ok(s_in), Ok(s_in)])];
-    if opts.slots_in {
-        inputs.push(value_info(INPUT_SLOTS, DataType::Float, &[Err(BATCH_DIM), Ok(k_slots), Ok(d)]));
+    #[test]
+    fn a_missing_weight_is_named() {
+        let mut spec = tiny_spec();
+        let key = keys::vit_block(1, "ls2.gamma");
+        spec.weights.remove(&key);
+        match build_graph(&spec, &pre(&spec), &GraphOptions::default()) {
+            Err(GraphError::MissingWeight { key: k }) => assert_eq!(k, key),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
-    let m = pre.image_size;
-    let outputs = vec![
-        value_info(OUTPUT_SLOTS, DataType::Float, &[Err(BATCH_DIM), Ok(k_slots), Ok(d)]),
-        value_info(OUTPUT_ATTN, DataType::Float, &[Err(BATCH_DIM), Ok(k_slots), Ok(c.vit.grid), Ok(c.vit.grid)]),
-        value_info(OUTPUT_MASKS, DataType::Int64, &[Err(BATCH_DIM), Ok(m), Ok(m)]),
-    ];
-    Ok(GraphProto {
-        name: Some(format!("msf_{}", c.kind.as_str().replace('-', "_"))),
-        node: g.nodes,
-        initializer: g.inits,
-        input: inputs,
-        output: outputs,
-        doc_string: Some("MSF object decomposition: image → slots, attention, masks".into()),
-        ..Default::default()
-    })
+
+    #[test]
+    fn there_is_no_block_past_the_depth() {
+        let spec = tiny_spec();
+        let err = block_graph(&spec, &pre(&spec), &GraphOptions::default(), Block::Vit(2)).unwrap_err();
+        assert!(matches!(err, GraphError::NoBlock { index: 2, depth: 2 }), "{err}");
+    }
 }
