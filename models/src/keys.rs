@@ -51,11 +51,15 @@ pub const PROJECT_FC1_BIAS: &str = "m.encode_project.1.bias";
 pub const PROJECT_FC2_WEIGHT: &str = "m.encode_project.3.weight";
 pub const PROJECT_FC2_BIAS: &str = "m.encode_project.3.bias";
 
+/// Slot initialiser (`m.initializ.*`).
+pub const SLOTS_PREFIX: &str = "m.initializ.";
 /// Learned initial slots (1, K, D); the eval path uses the mean without noise.
 pub const SLOTS_MEAN: &str = "m.initializ.mean";
 /// Training-only noise scale of the initial slots.
 pub const SLOTS_LOGSTD: &str = "m.initializ.logstd";
 
+/// Slot Attention (`m.aggregat.*`).
+pub const SA_PREFIX: &str = "m.aggregat.";
 pub const SA_NORM_Q_WEIGHT: &str = "m.aggregat.norm1q.weight";
 pub const SA_NORM_Q_BIAS: &str = "m.aggregat.norm1q.bias";
 pub const SA_PROJ_Q: &str = "m.aggregat.proj_q.weight";
@@ -156,6 +160,16 @@ mod tests {
         // Spec §1: the part needed for slots and masks is 12 blocks of ViT-S plus 30 other tensors.
         assert_eq!(inference_keys(12).len(), 30 + 12 * 14);
         assert!(inference_keys(2).contains(&"m.encode_backbone.1.blocks.1.ls2.gamma".to_string()));
+    }
+
+    #[test]
+    fn keys_sit_under_their_module_prefix() {
+        // Readers that scope by prefix (the exporter's graph blocks) rely on these.
+        for k in INFERENCE_FIXED_KEYS {
+            let prefixes = [VIT_PREFIX, PROJECT_PREFIX, SLOTS_PREFIX, SA_PREFIX];
+            assert_eq!(prefixes.iter().filter(|p| k.starts_with(*p)).count(), 1, "{k}");
+        }
+        assert!(vit_block(3, "norm1.weight").starts_with(VIT_BLOCKS_PREFIX));
     }
 
     #[test]

@@ -87,14 +87,29 @@ impl Backbone {
 
     /// (B, 3, S, S) at the backbone size → patch features (B, G², E), class token dropped.
     pub fn forward(&self, image: &Tensor) -> Tensor {
+        let mut x = self.embed(image);
+        for i in 0..self.blocks.len() {
+            x = self.block(i, &x);
+        }
+        self.head(&x)
+    }
+
+    /// Patch embedding, class token and position embedding: (B, 3, S, S) → tokens (B, 1 + G², E).
+    pub fn embed(&self, image: &Tensor) -> Tensor {
         let b = image.size()[0];
         let tokens = self.patch.forward(image).flatten(2, -1).transpose(1, 2);
         let cls = self.cls_token.expand([b, -1, -1], false);
-        let mut x = Tensor::cat(&[cls, tokens], 1) + &self.pos_embed;
-        for block in &self.blocks {
-            x = block.forward(&x);
-        }
-        self.norm.forward(&x).narrow(1, 1, x.size()[1] - 1)
+        Tensor::cat(&[cls, tokens], 1) + &self.pos_embed
+    }
+
+    /// Block `i` on tokens (B, 1 + G², E).
+    pub fn block(&self, i: usize, x: &Tensor) -> Tensor {
+        self.blocks[i].forward(x)
+    }
+
+    /// The final LayerNorm, class token dropped: tokens → patch features (B, G², E).
+    pub fn head(&self, x: &Tensor) -> Tensor {
+        self.norm.forward(x).narrow(1, 1, x.size()[1] - 1)
     }
 }
 

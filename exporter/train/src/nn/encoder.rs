@@ -22,10 +22,10 @@ pub enum LoadError {
 pub struct Encoder {
     pub config: ModelConfig,
     pub preprocess: Preprocess,
-    backbone: Backbone,
-    project: Project,
+    pub backbone: Backbone,
+    pub project: Project,
     pub init: Initializer,
-    slot_attention: SlotAttention,
+    pub slot_attention: SlotAttention,
 }
 
 /// Slots (B, K, D), attention (B, K, G, G) and masks (B, M, M) (slot index, int64).
@@ -91,13 +91,19 @@ impl Encoder {
 
     /// Normalised images (B, 3, S, S) at the model's input size → slots, attention, masks.
     pub fn forward(&self, image: &Tensor, train: bool) -> EncoderOutput {
-        let b = image.size()[0];
         let (slots, attn) = self.group(&self.features(image), train);
+        let (attn, masks) = self.masks(&attn);
+        EncoderOutput { slots, attn, masks }
+    }
+
+    /// Attention (B, K, G²) → attention on the grid (B, K, G, G) and masks (B, M, M): bilinear
+    /// upsample to the image size, argmax over slots.
+    pub fn masks(&self, attn: &Tensor) -> (Tensor, Tensor) {
         let g = self.config.vit.grid as i64;
-        let attn = attn.reshape([b, self.config.slots.num_slots as i64, g, g]);
+        let attn = attn.reshape([attn.size()[0], self.config.slots.num_slots as i64, g, g]);
         let m = self.preprocess.image_size as i64;
         let masks = attn.upsample_bilinear2d([m, m], false, None, None).argmax(1, false);
-        EncoderOutput { slots, attn, masks }
+        (attn, masks)
     }
 }
 
