@@ -96,7 +96,8 @@ impl ModelFile {
         }
     }
 
-    /// The path of a model read from a file.
+    /// The path of a model read from a file (onnxruntime loads external data through it).
+    #[cfg_attr(not(feature = "ort"), allow(dead_code))]
     pub fn path(&self) -> Option<&Path> {
         match &self.origin {
             Origin::File(p) => Some(p),
