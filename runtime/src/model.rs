@@ -74,26 +74,18 @@ impl ModelFile {
     }
 
     fn check(bytes: Bytes, origin: Origin, foreign: Option<&Preprocess>) -> Result<Self> {
-        let dir = match &origin {
-            Origin::File(p) => Some(p.parent().unwrap_or(Path::new(".")).to_path_buf()),
-            Origin::Memory => None,
-        };
-        let label = origin_label(&origin);
-        let contract = GraphContract::check(bytes.clone(), dir.as_deref(), foreign).map_err(|e| contract_error(label, e))?;
+        let contract = GraphContract::check(bytes.clone(), origin.dir(), foreign).map_err(|e| contract_error(origin.label(), e))?;
         Ok(ModelFile { bytes, origin, contract })
     }
 
     /// The path for messages (a placeholder for a model in memory).
     pub fn label(&self) -> &Path {
-        origin_label(&self.origin)
+        self.origin.label()
     }
 
     /// The model's folder, where external data lives.
     pub fn dir(&self) -> Option<&Path> {
-        match &self.origin {
-            Origin::File(p) => Some(p.parent().unwrap_or(Path::new("."))),
-            Origin::Memory => None,
-        }
+        self.origin.dir()
     }
 
     /// The path of a model read from a file (onnxruntime loads external data through it).
@@ -110,10 +102,19 @@ impl ModelFile {
     }
 }
 
-fn origin_label(origin: &Origin) -> &Path {
-    match origin {
-        Origin::File(p) => p,
-        Origin::Memory => Path::new(IN_MEMORY),
+impl Origin {
+    fn label(&self) -> &Path {
+        match self {
+            Origin::File(p) => p,
+            Origin::Memory => Path::new(IN_MEMORY),
+        }
+    }
+
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            Origin::File(p) => Some(p.parent().unwrap_or(Path::new("."))),
+            Origin::Memory => None,
+        }
     }
 }
 

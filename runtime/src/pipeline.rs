@@ -147,7 +147,6 @@ pub struct PipelineBuilder {
     batch: Option<usize>,
     temporal: Option<TrackerOptions>,
     live: bool,
-    gpu: bool,
     errors: ErrorPolicy,
     stop: Option<Arc<AtomicBool>>,
 }
@@ -156,7 +155,6 @@ impl PipelineBuilder {
     /// Backend, provider and preprocessing of the model (its `threads` and `concurrency` are set by
     /// the pipeline: use [`Self::threads`] and [`Self::jobs`]).
     pub fn decomposer(mut self, b: DecomposerBuilder) -> Self {
-        self.gpu = b.wants_gpu();
         self.decomposer = b;
         self
     }
@@ -204,7 +202,7 @@ impl PipelineBuilder {
 
     /// The jobs this builder will run.
     pub fn resolved_jobs(&self) -> usize {
-        self.jobs.unwrap_or_else(|| default_jobs(self.temporal.is_some(), self.live, self.gpu)).max(1)
+        self.jobs.unwrap_or_else(|| default_jobs(self.temporal.is_some(), self.live, self.decomposer.wants_gpu())).max(1)
     }
 
     /// Check the options, load the model (one session per job where the backend needs it).

@@ -179,6 +179,14 @@ enum Failure {
     Commit(String),
 }
 
+impl Failure {
+    fn reason(self) -> String {
+        match self {
+            Failure::Register(r) | Failure::Commit(r) => r,
+        }
+    }
+}
+
 fn commit(env: &Environment, file: &ModelFile, threads: Option<usize>, provider: Provider) -> std::result::Result<Session, Failure> {
     let setup = |e: ort::Error<ort::session::builder::SessionBuilder>| Failure::Commit(format!("session options: {e}"));
     let mut b = Session::builder(env)
@@ -219,9 +227,7 @@ impl OrtBackend {
         let loaded = environment()?;
         let load_err = |reason: String| Error::model_load(path, reason);
         let cpu = || {
-            commit(&loaded.env, file, opts.threads, Provider::Cpu).map_err(|f| match f {
-                Failure::Register(r) | Failure::Commit(r) => load_err(r),
-            })
+            commit(&loaded.env, file, opts.threads, Provider::Cpu).map_err(|f| load_err(f.reason()))
         };
         let (session, provider) = match commit(&loaded.env, file, opts.threads, opts.provider) {
             Ok(s) => (s, opts.provider),
@@ -244,9 +250,7 @@ impl OrtBackend {
         // One session per concurrent caller: `Session::run` needs `&mut`.
         let mut sessions = vec![session];
         for _ in 1..opts.concurrency.max(1) {
-            sessions.push(commit(&loaded.env, file, opts.threads, provider).map_err(|f| match f {
-                Failure::Register(r) | Failure::Commit(r) => load_err(r),
-            })?);
+            sessions.push(commit(&loaded.env, file, opts.threads, provider).map_err(|f| load_err(f.reason()))?);
         }
         Ok(OrtBackend {
             info: file.info(),
