@@ -197,7 +197,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 }
             }
         };
-        match check() {
+        // A panic while verifying (a dependency's bug on a hostile reference file) fails the check
+        // like any error, so the outputs are removed as --help promises.
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check))
+            .unwrap_or_else(|p| Err(anyhow::anyhow!("internal error: {}", msf_runtime::error::panic_message(&*p))));
+        match checked {
             Ok(line) => verified = Some(line),
             Err(e) => {
                 remove_outputs(&report);
@@ -215,6 +219,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    msf_runtime::process::init_tool();
+    msf_runtime::process::main_guard("msf-export", real_main)
+}
+
+fn real_main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli).with_context(|| format!("exporting {}", cli.ckpt.display())) {
         Ok(code) => code,

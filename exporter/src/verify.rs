@@ -93,9 +93,48 @@ pub struct Reference {
     pub masks: Vec<i64>,
 }
 
+/// Most elements of one reference array (256 MiB of float32): far above any real reference, and
+/// checked from the `.npy` header before the array is allocated.
+pub const MAX_REFERENCE_ELEMENTS: u64 = 1 << 26;
+
+/// The shape an `.npy` header declares (`{'descr': …, 'shape': (a, b), …}`), from its first bytes.
+fn npy_shape(head: &[u8]) -> Option<Vec<u64>> {
+    if head.len() < 10 || &head[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    let (len, start) = match head[6] {
+        1 => (u16::from_le_bytes([head[8], head[9]]) as usize, 10),
+        _ => (u32::from_le_bytes(head.get(8..12)?.try_into().ok()?) as usize, 12),
+    };
+    let dict = std::str::from_utf8(head.get(start..start + len)?).ok()?;
+    let shape = &dict[dict.find("'shape'")?..];
+    let inner = &shape[shape.find('(')? + 1..shape.find(')')?];
+    inner.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().ok()).collect()
+}
+
+/// Refuse any array of the archive whose header declares more than [`MAX_REFERENCE_ELEMENTS`].
+fn check_reference_sizes(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| e.to_string())?;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
+        let name = entry.name().to_string();
+        let mut head = Vec::new();
+        (&mut entry).take(64 << 10).read_to_end(&mut head).map_err(|e| format!("{name}: {e}"))?;
+        let shape = npy_shape(&head).ok_or_else(|| format!("{name}: not an .npy array"))?;
+        let n = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        if n.is_none_or(|n| n > MAX_REFERENCE_ELEMENTS) {
+            return Err(format!("{name}: shape {shape:?} is over {MAX_REFERENCE_ELEMENTS} elements"));
+        }
+    }
+    Ok(())
+}
+
 pub fn load_reference(path: &Path) -> Result<Reference, VerifyError> {
     use ndarray_npy::NpzReader;
     let err = |reason: String| VerifyError::Reference { path: path.to_path_buf(), reason };
+    check_reference_sizes(path).map_err(err)?;
     let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     let mut npz = NpzReader::new(file).map_err(|e| err(e.to_string()))?;
     let names = npz.names().map_err(|e| err(e.to_string()))?;

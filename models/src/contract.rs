@@ -6,6 +6,7 @@
 //! the backends a checked, typed summary. tract and onnxruntime then only parse and run.
 
 use crate::interface::{MetadataError, ModelMetadata, INPUT_IMAGE, INPUT_SLOTS, OUTPUT_ATTN, OUTPUT_MASKS, OUTPUT_SLOTS};
+use crate::limits::Limits;
 use crate::Preprocess;
 use prost::bytes::Bytes;
 use prost::Message;
@@ -24,6 +25,11 @@ pub enum ContractError {
     Metadata(#[from] MetadataError),
     #[error("`{INPUT_SLOTS}` default: {0}")]
     SlotsDefault(String),
+    /// A node over [`Limits`], or an op no decomposition graph has (control flow, a bad permutation).
+    #[error("{0}")]
+    Limit(String),
+    #[error("external data of `{name}`: {reason}")]
+    ExternalData { name: String, reason: String },
 }
 
 /// Sizes of a decomposition graph.
@@ -68,9 +74,11 @@ struct Model {
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct Graph {
+pub(crate) struct Graph {
+    #[prost(message, repeated, tag = "1")]
+    pub(crate) node: Vec<Node>,
     #[prost(message, repeated, tag = "5")]
-    initializer: Vec<Tensor>,
+    pub(crate) initializer: Vec<Tensor>,
     #[prost(message, repeated, tag = "11")]
     input: Vec<crate::onnx::ValueInfoProto>,
     #[prost(message, repeated, tag = "12")]
@@ -78,21 +86,57 @@ struct Graph {
 }
 
 #[derive(Clone, PartialEq, Message)]
-struct Tensor {
+pub(crate) struct Node {
+    #[prost(string, repeated, tag = "1")]
+    pub(crate) input: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    pub(crate) output: Vec<String>,
+    #[prost(string, optional, tag = "4")]
+    pub(crate) op_type: Option<String>,
+    #[prost(message, repeated, tag = "5")]
+    pub(crate) attribute: Vec<Attribute>,
+    #[prost(string, optional, tag = "7")]
+    pub(crate) domain: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct Attribute {
+    #[prost(string, optional, tag = "1")]
+    pub(crate) name: Option<String>,
+    #[prost(int64, optional, tag = "3")]
+    pub(crate) i: Option<i64>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub(crate) s: Option<Vec<u8>>,
+    #[prost(message, optional, tag = "5")]
+    pub(crate) t: Option<Tensor>,
+    #[prost(message, optional, boxed, tag = "6")]
+    pub(crate) g: Option<Box<Graph>>,
+    #[prost(int64, repeated, tag = "8")]
+    pub(crate) ints: Vec<i64>,
+    #[prost(message, repeated, tag = "11")]
+    pub(crate) graphs: Vec<Graph>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct Tensor {
     #[prost(int64, repeated, tag = "1")]
-    dims: Vec<i64>,
+    pub(crate) dims: Vec<i64>,
     #[prost(int32, optional, tag = "2")]
-    data_type: Option<i32>,
+    pub(crate) data_type: Option<i32>,
     #[prost(float, repeated, tag = "4")]
-    float_data: Vec<f32>,
+    pub(crate) float_data: Vec<f32>,
+    #[prost(int32, repeated, tag = "5")]
+    pub(crate) int32_data: Vec<i32>,
+    #[prost(int64, repeated, tag = "7")]
+    pub(crate) int64_data: Vec<i64>,
     #[prost(string, optional, tag = "8")]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     #[prost(bytes = "bytes", optional, tag = "9")]
-    raw_data: Option<Bytes>,
+    pub(crate) raw_data: Option<Bytes>,
     #[prost(message, repeated, tag = "13")]
-    external_data: Vec<crate::onnx::StringStringEntryProto>,
+    pub(crate) external_data: Vec<crate::onnx::StringStringEntryProto>,
     #[prost(int32, optional, tag = "14")]
-    data_location: Option<i32>,
+    pub(crate) data_location: Option<i32>,
 }
 
 /// Declared dims of a value: `None` for the whole shape when it is not declared, `None` per dim
@@ -118,6 +162,11 @@ impl GraphContract {
     /// for a model held in memory). A graph without MSF metadata is refused unless `foreign`
     /// gives its preprocessing; its sizes are then read from its declared output shapes.
     pub fn check(bytes: Bytes, dir: Option<&Path>, foreign: Option<&Preprocess>) -> Result<Self, ContractError> {
+        Self::check_with(bytes, dir, foreign, &Limits::default())
+    }
+
+    /// [`GraphContract::check`] with explicit [`Limits`] on the graph's nodes and tensors.
+    pub fn check_with(bytes: Bytes, dir: Option<&Path>, foreign: Option<&Preprocess>, limits: &Limits) -> Result<Self, ContractError> {
         let model = Model::decode(bytes).map_err(|e| ContractError::NotOnnx(e.to_string()))?;
         let graph = model.graph.ok_or(ContractError::NoGraph)?;
         let metadata = match ModelMetadata::from_props(model.metadata_props.iter().map(|p| {
@@ -188,6 +237,9 @@ impl GraphContract {
             }
         };
         let GraphShapes { num_slots: k, slot_dim: d, grid: g, mask_size: m } = shapes;
+        if k > crate::interface::MAX_SLOTS {
+            return Err(not_msf(format!("{k} slots: masks are 8-bit, at most {} slots", crate::interface::MAX_SLOTS)));
+        }
         let s = preprocess.graph_input_size();
         for (name, decl, want) in [
             (INPUT_IMAGE, &image, vec![None, Some(3), Some(s), Some(s)]),
@@ -206,7 +258,14 @@ impl GraphContract {
             }
         }
 
+        crate::limits::check_graph(&graph, limits).map_err(ContractError::Limit)?;
+        // The runtimes open external data themselves: every location must be a regular file
+        // inside the model's folder, long enough for what the tensor claims.
         let external_data = graph.initializer.iter().any(|t| t.data_location == Some(EXTERNAL));
+        for t in graph.initializer.iter().filter(|t| t.data_location == Some(EXTERNAL) && t.name.as_deref() != Some(INPUT_SLOTS)) {
+            let name = t.name.clone().unwrap_or_default();
+            external_range(t, dir).map_err(|reason| ContractError::ExternalData { name, reason })?;
+        }
         let slots_default = match graph.initializer.iter().find(|t| t.name.as_deref() == Some(INPUT_SLOTS)) {
             Some(t) if slots_input => Some(read_f32(t, k * d, dir).map_err(ContractError::SlotsDefault)?),
             _ => None,
@@ -234,16 +293,7 @@ fn read_f32(t: &Tensor, n: usize, dir: Option<&Path>) -> Result<Vec<f32>, String
         return Err(format!("dims {:?} do not hold {n} values (1 x slots x dim)", t.dims));
     }
     let raw: Vec<u8> = if t.data_location == Some(EXTERNAL) {
-        let get = |k: &str| t.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone());
-        let location = get("location").ok_or("external data without `location`")?;
-        let dir = dir.ok_or("external data, but the model was given as bytes (no folder to read it from)")?;
-        let rel = Path::new(&location);
-        if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            return Err(format!("external data location `{location}` leaves the model's folder"));
-        }
-        let file = dir.join(rel);
-        let offset: u64 = get("offset").map(|s| s.parse()).transpose().map_err(|e| format!("bad offset: {e}"))?.unwrap_or(0);
-        let length: u64 = get("length").map(|s| s.parse()).transpose().map_err(|e| format!("bad length: {e}"))?.unwrap_or(4 * n as u64);
+        let (file, offset, length) = external_range(t, dir)?;
         if length != 4 * n as u64 {
             return Err(format!("external data length {length} is not {} bytes", 4 * n));
         }
@@ -257,6 +307,34 @@ fn read_f32(t: &Tensor, n: usize, dir: Option<&Path>) -> Result<Vec<f32>, String
         return Err(format!("{} bytes for {n} float32 values", raw.len()));
     }
     Ok(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// Where an external tensor's data is: a regular file inside `dir`, with `offset + length` inside
+/// it (`length` defaults to the tensor's size). Nothing is read.
+fn external_range(t: &Tensor, dir: Option<&Path>) -> Result<(std::path::PathBuf, u64, u64), String> {
+    let get = |k: &str| t.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone());
+    let location = get("location").ok_or("external data without `location`")?;
+    let dir = dir.ok_or("external data, but the model was given as bytes (no folder to read it from)")?;
+    let rel = Path::new(&location);
+    if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(format!("external data location `{location}` leaves the model's folder"));
+    }
+    let file = dir.join(rel);
+    let offset: u64 = get("offset").map(|s| s.parse()).transpose().map_err(|e| format!("bad offset: {e}"))?.unwrap_or(0);
+    let elements = t.dims.iter().try_fold(1u64, |a, &d| u64::try_from(d).ok().and_then(|d| a.checked_mul(d)));
+    let size = elements.and_then(|e| e.checked_mul(crate::limits::elem_bytes(t.data_type.unwrap_or(0))));
+    let length: u64 = match get("length") {
+        Some(s) => s.parse().map_err(|e| format!("bad length: {e}"))?,
+        None => size.ok_or_else(|| format!("dims {:?} are not a size", t.dims))?,
+    };
+    let meta = std::fs::metadata(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", file.display()));
+    }
+    if offset.checked_add(length).is_none_or(|end| end > meta.len()) {
+        return Err(format!("{}: {} bytes, {length} wanted at {offset}", file.display(), meta.len()));
+    }
+    Ok((file, offset, length))
 }
 
 /// `length` bytes at `offset` of a regular file (a FIFO or device would block or never end).

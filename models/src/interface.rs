@@ -140,9 +140,13 @@ impl ModelMetadata {
         if dims.iter().any(|&d| d == 0 || d > 1 << 16) {
             return bad(meta_keys::CONFIG, "a dimension is zero or absurdly large");
         }
+        if c.slots.num_slots > MAX_SLOTS {
+            // Masks are 8-bit: ids 0..=254 name slots and 255 marks void; more would be written wrong.
+            return bad(meta_keys::CONFIG, &format!("{} slots: masks are 8-bit, at most {MAX_SLOTS} slots (ids 0-254; 255 marks void)", c.slots.num_slots));
+        }
         let p = &self.preprocess;
-        if p.image_size == 0 || p.image_size > 8192 || p.backbone_size == 0 || p.backbone_size > 8192 {
-            return bad(meta_keys::PREPROCESS, "image sizes must be in 1..=8192");
+        if p.image_size == 0 || p.image_size > MAX_IMAGE_SIZE || p.backbone_size == 0 || p.backbone_size > MAX_IMAGE_SIZE {
+            return bad(meta_keys::PREPROCESS, &format!("image sizes must be in 1..={MAX_IMAGE_SIZE} (upstream uses 256 and 224)"));
         }
         if p.std.iter().any(|s| !s.is_finite() || *s == 0.0) || p.mean.iter().any(|m| !m.is_finite()) {
             return bad(meta_keys::PREPROCESS, "mean/std must be finite and std non-zero");
@@ -156,6 +160,11 @@ impl ModelMetadata {
         Self::from_props(props.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 }
+
+/// Most slots a model may have: mask pixels are 8-bit slot ids and 255 marks void.
+pub const MAX_SLOTS: usize = 255;
+/// Largest `image_size` / `backbone_size`: one 2048² frame already takes ~50 MB as f32.
+pub const MAX_IMAGE_SIZE: usize = 2048;
 
 /// Only `ModelProto.metadata_props` (field 14): prost skips the graph and its weights unread.
 #[derive(Clone, PartialEq, prost::Message)]

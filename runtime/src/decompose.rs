@@ -217,6 +217,12 @@ impl DecomposerBuilder {
         self.opts.allow_fallback = yes;
         self
     }
+    /// Bounds on the graph: nodes, and bytes of any one tensor at the batch size it runs with
+    /// (see [`msf_models::Limits`]; the defaults refuse no real MSF model).
+    pub fn limits(mut self, limits: msf_models::Limits) -> Self {
+        self.opts.limits = limits;
+        self
+    }
     /// Preprocessing for graphs without MSF metadata (e.g. a plain `torch.onnx.export`).
     pub fn preprocess(mut self, p: msf_models::Preprocess) -> Self {
         self.opts.preprocess_override = Some(p);

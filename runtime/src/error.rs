@@ -137,6 +137,9 @@ pub enum Error {
     #[error("{}: cannot list input files: {reason}", path.display())]
     ListInput { path: PathBuf, reason: String },
     /// An output file or folder could not be created or written (nothing is left at `path`).
+    /// Another run (of any process) is writing into this output folder.
+    #[error("{}: the output folder is in use by another run; wait for it or choose another folder", path.display())]
+    OutputInUse { path: PathBuf },
     #[error("{}: cannot write: {source}", path.display())]
     Write {
         path: PathBuf,

@@ -13,6 +13,7 @@
 //! - [`track`]: temporal consistency for video streams ([`Tracker`]: carried slots + Hungarian matching).
 //! - [`eval`]: temporal-consistency measurement (synthetic video with ground truth, identity switches).
 //! - [`error`]: the crate error type.
+//! - [`process`]: what each command-line tool sets up first (quiet panics, `SIGXFSZ`, temporary names).
 
 pub mod decompose;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod eval;
 mod ffmpeg;
 pub mod model;
 pub mod pipeline;
+pub mod process;
 pub mod preprocess;
 pub mod session;
 pub mod sink;

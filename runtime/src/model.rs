@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use msf_models::interface::ModelMetadata;
-use msf_models::{ContractError, GraphContract, ModelKind, Preprocess};
+use msf_models::{ContractError, GraphContract, Limits, ModelKind, Preprocess};
 use prost::bytes::Bytes;
 use std::path::{Path, PathBuf};
 
@@ -60,21 +60,21 @@ const IN_MEMORY: &str = "(model in memory)";
 
 impl ModelFile {
     /// Read `path` (a regular file: a FIFO or device is refused before it can block) and check it.
-    pub fn read(path: &Path, foreign: Option<&Preprocess>) -> Result<Self> {
+    pub fn read(path: &Path, foreign: Option<&Preprocess>, limits: &Limits) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::ModelNotFound { path: path.to_path_buf() });
         }
         let bytes = std::fs::read(path).map_err(|e| Error::ModelLoad { path: path.to_path_buf(), reason: "cannot read the file".into(), source: Some(e.into()) })?;
-        Self::check(Bytes::from(bytes), Origin::File(path.to_path_buf()), foreign)
+        Self::check(Bytes::from(bytes), Origin::File(path.to_path_buf()), foreign, limits)
     }
 
     /// Check an ONNX model held in memory (external data cannot be used then: there is no folder).
-    pub fn from_memory(bytes: Bytes, foreign: Option<&Preprocess>) -> Result<Self> {
-        Self::check(bytes, Origin::Memory, foreign)
+    pub fn from_memory(bytes: Bytes, foreign: Option<&Preprocess>, limits: &Limits) -> Result<Self> {
+        Self::check(bytes, Origin::Memory, foreign, limits)
     }
 
-    fn check(bytes: Bytes, origin: Origin, foreign: Option<&Preprocess>) -> Result<Self> {
-        let contract = GraphContract::check(bytes.clone(), origin.dir(), foreign).map_err(|e| contract_error(origin.label(), e))?;
+    fn check(bytes: Bytes, origin: Origin, foreign: Option<&Preprocess>, limits: &Limits) -> Result<Self> {
+        let contract = GraphContract::check_with(bytes.clone(), origin.dir(), foreign, limits).map_err(|e| contract_error(origin.label(), e))?;
         Ok(ModelFile { bytes, origin, contract })
     }
 
@@ -123,7 +123,11 @@ fn contract_error(path: &Path, e: ContractError) -> Error {
     match e {
         ContractError::NotMsf(reason) => Error::NotMsfGraph { path, reason },
         ContractError::Metadata(source) => Error::Metadata { path, source },
-        e @ (ContractError::NotOnnx(_) | ContractError::NoGraph | ContractError::SlotsDefault(_)) => {
+        e @ (ContractError::NotOnnx(_)
+        | ContractError::NoGraph
+        | ContractError::SlotsDefault(_)
+        | ContractError::Limit(_)
+        | ContractError::ExternalData { .. }) => {
             Error::ModelLoad { path, reason: e.to_string(), source: None }
         }
     }

@@ -24,7 +24,7 @@
 
 use crate::decompose::{Decomposer, DecomposerBuilder, Decomposition};
 use crate::error::{Error, Result};
-use crate::source::{Frame, FrameSource, Prefetch};
+use crate::source::{ByteBudget, Frame, FrameSource, Prefetch};
 use crate::track::{Tracker, TrackerOptions};
 use crate::view::ImageView;
 use std::path::{Path, PathBuf};
@@ -149,7 +149,11 @@ pub struct PipelineBuilder {
     live: bool,
     errors: ErrorPolicy,
     stop: Option<Arc<AtomicBool>>,
+    decode_ahead: Option<usize>,
 }
+
+/// Default bound on decoded frames held at once (decoded ahead, or waiting for their call).
+pub const DEFAULT_DECODE_AHEAD_BYTES: usize = 256 << 20;
 
 impl PipelineBuilder {
     /// Backend, provider and preprocessing of the model (its `threads` and `concurrency` are set by
@@ -192,6 +196,13 @@ impl PipelineBuilder {
     }
     pub fn on_error(mut self, policy: ErrorPolicy) -> Self {
         self.errors = policy;
+        self
+    }
+    /// Bytes of decoded frames held at once, decoded ahead or waiting for their call (default
+    /// [`DEFAULT_DECODE_AHEAD_BYTES`]). One frame is always allowed, so the peak is this plus one
+    /// frame (805 MB for a 16384² image, the default decode limit), whatever `jobs` and `batch`.
+    pub fn decode_ahead_bytes(mut self, n: usize) -> Self {
+        self.decode_ahead = Some(n);
         self
     }
     /// A flag that stops the run after the frames in flight (Ctrl-C, a robot's shutdown).
@@ -237,10 +248,16 @@ impl PipelineBuilder {
             tracker: std::sync::Mutex::new(tracker),
             errors: self.errors,
             stop: self.stop.unwrap_or_default(),
+            decode_ahead: self.decode_ahead.unwrap_or(DEFAULT_DECODE_AHEAD_BYTES).max(1),
         })
     }
 
     fn check(&self) -> Result<()> {
+        for (what, v) in [("jobs", self.jobs), ("threads", self.threads), ("batch", self.batch)] {
+            if let Some(v) = v.filter(|&v| v > MAX_PARALLEL) {
+                return Err(Error::InvalidConfig(format!("{what} {v} is over {MAX_PARALLEL}: each one takes a thread or a frame's memory")));
+            }
+        }
         if self.temporal.is_some() && self.batch.is_some_and(|b| b > 1) {
             return Err(Error::InvalidConfig("temporal mode feeds each frame's slots into the next, one frame at a time: batch must be 1".into()));
         }
@@ -250,6 +267,10 @@ impl PipelineBuilder {
         Ok(())
     }
 }
+
+/// Most jobs, kernel threads or frames per batch a pipeline takes: bounds threads started and
+/// frames held, whatever a caller passes.
+pub const MAX_PARALLEL: usize = 256;
 
 /// Jobs when none are asked for: every core for files and videos on the CPU, which gives the most
 /// frames/s; one for temporal mode, a live source or a GPU provider, where each frame's latency
@@ -271,6 +292,7 @@ pub struct Pipeline {
     tracker: std::sync::Mutex<Option<Tracker>>,
     errors: ErrorPolicy,
     stop: Arc<AtomicBool>,
+    decode_ahead: usize,
 }
 
 impl Pipeline {
@@ -305,8 +327,10 @@ impl Pipeline {
             t.reset();
         }
         // Decode the next frames while the current ones are decomposed.
-        let mut frames: Box<dyn FrameSource> = if self.jobs > 1 { Box::new(Prefetch::new(source, 2 * self.group())) } else { source };
-        self.frame_loop(frames.as_mut(), tracker.as_mut(), sinks, &mut report);
+        let budget = ByteBudget::new(self.decode_ahead);
+        let prefetch = self.jobs > 1;
+        let mut frames: Box<dyn FrameSource> = if prefetch { Box::new(Prefetch::new(source, 2 * self.group(), budget.clone())) } else { source };
+        self.frame_loop(frames.as_mut(), tracker.as_mut(), sinks, &mut report, prefetch.then_some(&*budget));
         drop(frames);
         report.seconds = t0.elapsed().as_secs_f64();
         for sink in sinks.iter_mut() {
@@ -327,7 +351,15 @@ impl Pipeline {
         self.stop.load(Ordering::SeqCst)
     }
 
-    fn frame_loop(&self, frames: &mut dyn FrameSource, mut tracker: Option<&mut Tracker>, sinks: &mut [&mut dyn Sink], report: &mut RunReport) {
+    /// `budget`: the decode-ahead's, to release each frame's bytes once it is delivered.
+    fn frame_loop(
+        &self,
+        frames: &mut dyn FrameSource,
+        mut tracker: Option<&mut Tracker>,
+        sinks: &mut [&mut dyn Sink],
+        report: &mut RunReport,
+        budget: Option<&ByteBudget>,
+    ) {
         let group = if tracker.is_some() { 1 } else { self.group() };
         let mut pending: Vec<Frame> = Vec::with_capacity(group);
         let mut stream = None;
@@ -338,9 +370,14 @@ impl Pipeline {
             }
             let mut source_error = None;
             let mut exhausted = false;
-            while pending.len() < group && !self.stopped() {
+            let mut pending_bytes = 0;
+            // A round is `group` frames, or fewer when they are large: the bytes held stay bounded.
+            while pending.len() < group && pending_bytes < self.decode_ahead && !self.stopped() {
                 match frames.next() {
-                    Some(Ok(f)) => pending.push(f),
+                    Some(Ok(f)) => {
+                        pending_bytes += f.data.len();
+                        pending.push(f)
+                    }
                     Some(Err(e)) if self.errors == ErrorPolicy::Skip => report.skipped.push(Skipped { name: None, error: e }),
                     Some(Err(e)) => {
                         source_error = Some(e);
@@ -384,6 +421,9 @@ impl Pipeline {
                         report.fail(e);
                         return;
                     }
+                }
+                if let Some(b) = budget {
+                    b.release(frame.data.len());
                 }
             }
             if let Some(e) = source_error {

@@ -223,6 +223,103 @@ def models(fx: str, exported: str, out: str) -> None:
              masks=np.load(os.path.join(ref, "camera.tiny-slate-msf.segment.npy"))[None].astype(np.int64))
 
 
+def hostile_models(exported: str, out: str) -> None:
+    """Graphs with valid MSF metadata whose ops crash, hang or exhaust a runtime (issue 13 classes 1-3, 8)."""
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper
+
+    base = onnx.load_from_string(open(exported, "rb").read())
+    props = {p.key: p.value for p in base.metadata_props}
+    import json
+    cfg = json.loads(props["msf.config"])
+    pre = json.loads(props["msf.preprocess"])
+    k, d = cfg["slots"]["num_slots"], cfg["slots"]["slot_dim"]
+    s, g = pre["image_size"], cfg["vit"]["grid"]
+
+    def model(name: str, nodes, inits=(), props_edit=None, outputs=None, opset=17) -> None:
+        """``nodes`` compute ``hostile`` (any float tensor) from ``image``; slots add its sum, attn and
+        masks are constants, so the outputs keep the contract's names and shapes."""
+        c = lambda n, a: numpy_helper.from_array(np.asarray(a), n)  # noqa: E731
+        tail = [
+            h.make_node("Cast", ["hostile"], ["hostile_f"], to=T.FLOAT),
+            h.make_node("ReduceSum", ["hostile_f"], ["hsum"], keepdims=0),
+            h.make_node("Add", ["slots_zero", "hsum"], ["slots"]),
+            h.make_node("Expand", ["f0", "attn_shape"], ["attn"]),
+            h.make_node("Expand", ["i0", "masks_shape"], ["masks"]),
+        ]
+        inits = list(inits) + [c("slots_zero", np.zeros((1, k, d), np.float32)), c("f0", np.float32(0)),
+                               c("i0", np.int64(0)), c("attn_shape", np.array([1, k, g, g], np.int64)),
+                               c("masks_shape", np.array([1, s, s], np.int64))]
+        graph = h.make_graph(
+            list(nodes) + tail, "hostile",
+            [h.make_tensor_value_info("image", T.FLOAT, ["batch", 3, s, s])],
+            outputs or [h.make_tensor_value_info("slots", T.FLOAT, ["batch", k, d]),
+                        h.make_tensor_value_info("attn", T.FLOAT, ["batch", k, g, g]),
+                        h.make_tensor_value_info("masks", T.INT64, ["batch", s, s])],
+            initializer=inits,
+        )
+        m = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+        m.ir_version = 8
+        p = dict(props)
+        if props_edit:
+            props_edit(p)
+        for kk, v in p.items():
+            m.metadata_props.add(key=kk, value=v)
+        write(out, name, m.SerializeToString())
+
+    c = lambda n, a: numpy_helper.from_array(np.asarray(a), n)  # noqa: E731
+    # An integer made from the pixels: ~1e6 for a photo, far outside any index range.
+    from_pixels = [
+        h.make_node("ReduceMax", ["image"], ["mx"], keepdims=0),
+        h.make_node("Mul", ["mx", "big"], ["mxb"]),
+        h.make_node("Cast", ["mxb"], ["px"], to=T.INT64),
+    ]
+    big = c("big", np.float32(1e6))
+    # Class 1: ops that index or divide by data.
+    model("model-op-gather-oob.onnx", from_pixels + [h.make_node("Reshape", ["px", "one"], ["idx"]),
+          h.make_node("Gather", ["table", "idx"], ["hostile"])],
+          [big, c("one", np.array([1], np.int64)), c("table", np.arange(10, dtype=np.float32))])
+    model("model-op-gathernd-oob.onnx", from_pixels + [h.make_node("Reshape", ["px", "one2"], ["idx"]),
+          h.make_node("GatherND", ["table2", "idx"], ["hostile"])],
+          [big, c("one2", np.array([1, 1], np.int64)), c("table2", np.ones((4, 4), np.float32))])
+    model("model-op-scatter-oob.onnx", from_pixels + [h.make_node("Reshape", ["px", "one"], ["idx"]),
+          h.make_node("ScatterElements", ["table", "idx", "upd"], ["hostile"])],
+          [big, c("one", np.array([1], np.int64)), c("table", np.arange(10, dtype=np.float32)),
+           c("upd", np.ones(1, np.float32))])
+    model("model-op-mod-zero.onnx", from_pixels + [h.make_node("Mul", ["px", "zero"], ["z"]),
+          h.make_node("Mod", ["px", "z"], ["hostile"])], [big, c("zero", np.int64(0))])
+    model("model-op-div-zero.onnx", from_pixels + [h.make_node("Mul", ["px", "zero"], ["z"]),
+          h.make_node("Div", ["px", "z"], ["hostile"])], [big, c("zero", np.int64(0))])
+    # Shapes taken from the pixels: the output size is only known while running.
+    model("model-op-range-data.onnx", from_pixels + [h.make_node("Mul", ["px", "kilo"], ["lim"]),
+          h.make_node("Range", ["zero", "lim", "step"], ["hostile"])],
+          [big, c("kilo", np.int64(100000)), c("zero", np.int64(0)), c("step", np.int64(1))])
+    model("model-op-expand-data.onnx", from_pixels + [h.make_node("Reshape", ["px", "one"], ["shape"]),
+          h.make_node("Mul", ["shape", "kilo"], ["shape2"]), h.make_node("Concat", ["shape2", "shape2"], ["sh"], axis=0),
+          h.make_node("Expand", ["onef", "sh"], ["hostile"])],
+          [big, c("one", np.array([1], np.int64)), c("kilo", np.int64(1000)), c("onef", np.ones(1, np.float32))])
+    model("model-op-einsum.onnx", [h.make_node("Einsum", ["image", "image"], ["hostile"], equation="bchw,bcxy->bhwxy")])
+    # Class 2: sizes that explode while loading or per frame.
+    model("model-op-resize-huge.onnx", [h.make_node("Resize", ["image", "", "scales"], ["hostile"], mode="nearest")],
+          [c("scales", np.array([1, 1, 4096, 4096], np.float32))])
+    model("model-op-resize-const.onnx", [h.make_node("Resize", ["table", "", "scales1"], ["hostile"], mode="nearest")],
+          [c("table", np.ones((1, 1, 4, 4), np.float32)), c("scales1", np.array([1, 1, 65536, 65536], np.float32))])
+    model("model-op-transpose-repeat.onnx", [h.make_node("Transpose", ["image"], ["hostile"], perm=[0, 0, 0, 3])])
+    model("model-op-tile-huge.onnx", [h.make_node("Tile", ["image", "reps"], ["hostile"])],
+          [c("reps", np.array([1, 1, 1000, 1000], np.int64))])
+    model("model-op-constofshape.onnx", [h.make_node("ConstantOfShape", ["shp"], ["hostile"],
+          value=h.make_tensor("v", T.FLOAT, [1], [1.0]))], [c("shp", np.array([1 << 20, 1 << 20], np.int64))])
+    model("model-meta-image-8192.onnx", [h.make_node("Identity", ["image"], ["hostile"])],
+          props_edit=lambda p: p.update({"msf.preprocess": json.dumps({**pre, "image_size": 8192})}))
+    # Class 8: more slots than an 8-bit mask can name.
+    many = dict(cfg)
+    many["slots"] = {**cfg["slots"], "num_slots": 300}
+    # Class 3: a graph of many nodes (a chain of Identity ops), quadratic to load in some runtimes.
+    chain = [h.make_node("Identity", ["image" if i == 0 else f"n{i - 1}"], [f"n{i}"]) for i in range(40000)]
+    chain.append(h.make_node("Identity", ["n39999"], ["hostile"]))
+    model("model-nodes-40k.onnx", chain)
+
+
 # ------------------------------------------------------------------------------------------------------
 # Images
 # ------------------------------------------------------------------------------------------------------

@@ -205,6 +205,8 @@ pub enum CheckpointError {
     UnsupportedDtype { key: String, dtype: String },
     #[error("the checkpoint holds {count} tensors, over the limit of {limit}")]
     TooManyTensors { count: usize, limit: usize },
+    #[error("the checkpoint would expand to {bytes} bytes in memory from a {file_bytes}-byte file ({what}); a real checkpoint holds its data")]
+    Expands { what: &'static str, bytes: u128, file_bytes: u64 },
     #[error("tensor {key:?} has {elems} elements, over the limit of {limit}")]
     TensorTooLarge { key: String, elems: u128, limit: usize },
     #[error("tensor {key:?} has {dims} dimensions, over the limit of {limit}")]

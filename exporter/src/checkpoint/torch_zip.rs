@@ -20,6 +20,8 @@ pub(crate) fn read<R: Read + Seek>(
     limits: &Limits,
     want: &dyn Fn(&str) -> bool,
 ) -> Result<Tensors, CheckpointError> {
+    let mut reader = reader;
+    let file_bytes = reader.seek(std::io::SeekFrom::End(0)).map_err(|e| CheckpointError::Truncated { what: "zip archive", detail: e.to_string() })?;
     let mut zip = ZipArchive::new(reader).map_err(|e| match e {
         ZipError::Io(io) => CheckpointError::Truncated { what: "zip archive", detail: io.to_string() },
         other => CheckpointError::Truncated { what: "zip archive", detail: other.to_string() },
@@ -82,6 +84,22 @@ pub(crate) fn read<R: Read + Seek>(
         }
     }
 
+    // What reading the wanted tensors would allocate, bounded by the file before anything is read:
+    // a deflated entry can claim gigabytes in a kilobyte file, and a view with stride 0 can make
+    // 4 bytes of storage a tensor of 2³¹ elements. torch.save stores entries uncompressed and
+    // never saves broadcast views, so a real checkpoint stays well inside both bounds.
+    let mut storages: Vec<&str> = wanted.iter().map(|(_, t)| t.storage.key.as_str()).collect();
+    storages.sort_unstable();
+    storages.dedup();
+    let inflated: u128 = storages.iter().map(|k| sizes[*k] as u128).sum();
+    if inflated > inflate_budget(file_bytes) {
+        return Err(CheckpointError::Expands { what: "storage entries inflate past 16 times the file", bytes: inflated, file_bytes });
+    }
+    let materialised: u128 = wanted.iter().map(|(_, t)| t.shape.iter().fold(4u128, |a, &d| a.saturating_mul(d as u128))).sum();
+    if materialised > 4 * inflated + MATERIALISE_SLACK {
+        return Err(CheckpointError::Expands { what: "tensor views reach far more elements than their storages hold", bytes: materialised, file_bytes });
+    }
+
     // Data of the wanted tensors, reading each storage once.
     wanted.sort_by(|a, b| a.1.storage.key.cmp(&b.1.storage.key));
     let mut data = BTreeMap::new();
@@ -98,6 +116,15 @@ pub(crate) fn read<R: Read + Seek>(
     }
     Ok((info, data))
 }
+
+/// Bytes the storage entries of a `file_bytes` file may inflate to.
+fn inflate_budget(file_bytes: u64) -> u128 {
+    16 * file_bytes as u128 + (64 << 20)
+}
+
+/// f32 bytes the wanted tensors may take beyond 4× their storages' bytes (f16 → f32 doubles,
+/// transposed views and shared storages repeat).
+const MATERIALISE_SLACK: u128 = 64 << 20;
 
 /// The `<archive>/` prefix, from the single `<archive>/data.pkl` entry.
 fn find_root<R: Read + Seek>(zip: &ZipArchive<R>) -> Result<String, CheckpointError> {

@@ -257,7 +257,7 @@ impl Folder {
 
     pub fn load(&self, index: usize) -> Result<Sample, DataError> {
         let path = &self.images[index];
-        let image = image::open(path).map_err(|e| DataError::Read { path: path.clone(), reason: e.to_string() })?.to_rgb8();
+        let image = msf_runtime::load_image(path, &msf_runtime::DecodeLimits::default()).map_err(|e| DataError::Read { path: path.clone(), reason: e.to_string() })?;
         let mask = self.mask_path(path);
         if !mask.is_file() {
             return Err(DataError::NoMask { image: path.clone(), mask });
@@ -334,9 +334,10 @@ impl CocoPanoptic {
     pub fn load(&self, index: usize) -> Result<Sample, DataError> {
         let entry = &self.images[index];
         let image_path = self.root.join(&self.split).join(format!("{}.jpg", entry.stem));
-        let image = image::open(&image_path).map_err(|e| DataError::Read { path: image_path.clone(), reason: e.to_string() })?.to_rgb8();
+        let limits = msf_runtime::DecodeLimits::default();
+        let image = msf_runtime::load_image(&image_path, &limits).map_err(|e| DataError::Read { path: image_path.clone(), reason: e.to_string() })?;
         let png = self.root.join("annotations").join(format!("panoptic_{}", self.split)).join(format!("{}.png", entry.stem));
-        let ids = image::open(&png).map_err(|e| DataError::Read { path: png.clone(), reason: e.to_string() })?.to_rgb8();
+        let ids = msf_runtime::load_image(&png, &limits).map_err(|e| DataError::Read { path: png.clone(), reason: e.to_string() })?;
         if ids.dimensions() != image.dimensions() {
             let ((mw, mh), (iw, ih)) = (ids.dimensions(), image.dimensions());
             return Err(DataError::SizeMismatch { mask: png, mw, mh, iw, ih });
@@ -370,6 +371,10 @@ pub fn read_label_png(path: &Path) -> Result<GrayImage, DataError> {
     let mut reader = decoder.read_info().map_err(|e| err(e.to_string()))?;
     let info = reader.info();
     let (w, h) = (info.width, info.height);
+    let max = msf_runtime::DecodeLimits::default().max_pixels;
+    if u64::from(w) * u64::from(h) > max {
+        return Err(err(format!("{w}x{h} is over the decode limit of {max} pixels")));
+    }
     if info.bit_depth != png::BitDepth::Eight || !matches!(info.color_type, png::ColorType::Grayscale | png::ColorType::Indexed) {
         return Err(err(format!("a label mask must be an 8-bit grey or palette PNG, not {:?} {:?}", info.color_type, info.bit_depth)));
     }

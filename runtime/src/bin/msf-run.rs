@@ -54,8 +54,15 @@ Exit codes:
   1    error (model, input or output): one line on stderr says what; frames already written are
        kept, counted in that line, and listed in decomposition.json
   2    bad arguments
-  130  interrupted (Ctrl-C): stops after the current frame, keeps the finished frames and writes
-       decomposition.json for them (a second Ctrl-C quits at once)";
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP): stops after the current frame, keeps the finished
+       frames and writes decomposition.json for them (a second signal quits at once)
+
+Limits (each refused with one line, before anything large is allocated):
+  --max-image-pixels   pixels of one input image (default 16384x16384)
+  --max-nodes          nodes of the model's graph (default 20000)
+  --max-tensor-mb      any one tensor of the graph at the batch size used (default 256 MiB)
+  --decode-ahead-mb    decoded frames held at once, plus one frame (default 256 MiB)
+  --jobs/--threads/--batch at most 256; one output folder is used by one run at a time";
 
 /// Decompose images, folders, videos or cameras into object slots and one mask per object, with an
 /// MSF model exported by `msf-export`.
@@ -81,16 +88,16 @@ struct Cli {
     #[arg(long)]
     allow_fallback: bool,
     /// Kernel threads per inference call (default: one per CPU core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX))]
     threads: Option<u32>,
     /// Frames decomposed at the same time, each call on its own thread (default: one per CPU core
     /// for files and videos, which gives the most frames/s; 1 with --temporal, a camera or a GPU
     /// provider, where each frame's latency matters). Without --threads each job gets
     /// cores/jobs kernel threads.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX))]
     jobs: Option<u32>,
     /// Frames per inference call (images of a folder or list; not with --temporal).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX))]
     batch: u32,
     /// Keep every N-th frame of each input.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
@@ -142,7 +149,23 @@ struct Cli {
     /// input (B,3,256,256) with the bicubic resize to 224 inside): use the upstream preprocessing.
     #[arg(long)]
     preprocess_upstream: bool,
+    /// Refuse models whose graph has more nodes than this (subgraphs included); the full-size
+    /// export has ~500. Default 20000, or MSF_MAX_NODES.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_nodes: Option<u64>,
+    /// Refuse models that make any one tensor larger than this many MiB at the batch size used,
+    /// checked before it is allocated; the full-size model needs ~2 MiB per frame. Default 256,
+    /// or MSF_MAX_TENSOR_MB.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    max_tensor_mb: Option<u64>,
+    /// MiB of decoded frames held at once (decoded ahead or waiting for their call), whatever
+    /// --jobs and --batch; one frame is always allowed.
+    #[arg(long, value_name = "MIB", default_value_t = (msf_runtime::pipeline::DEFAULT_DECODE_AHEAD_BYTES >> 20) as u64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    decode_ahead_mb: u64,
 }
+
+/// Bound of --jobs, --threads and --batch (the library's).
+const MAX: i64 = msf_runtime::pipeline::MAX_PARALLEL as i64;
 
 /// A value parser for one of a library type's names (clap lists them in `--help` and errors).
 fn one_of<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
@@ -190,7 +213,14 @@ impl Say {
 }
 
 fn pipeline(cli: &Cli, stop: Arc<AtomicBool>) -> Result<Pipeline> {
-    let mut dec = Decomposer::builder().backend(cli.backend).provider(cli.provider).allow_fallback(cli.allow_fallback);
+    let mut limits = msf_models::Limits::default();
+    if let Some(n) = cli.max_nodes {
+        limits.max_nodes = n as usize;
+    }
+    if let Some(mb) = cli.max_tensor_mb {
+        limits.max_tensor_bytes = mb << 20;
+    }
+    let mut dec = Decomposer::builder().backend(cli.backend).provider(cli.provider).allow_fallback(cli.allow_fallback).limits(limits);
     if cli.preprocess_upstream {
         // The upstream graph takes the 256×256 normalised image and resizes to 224 itself.
         dec = dec.preprocess(msf_models::Preprocess::upstream(224, true));
@@ -199,6 +229,7 @@ fn pipeline(cli: &Cli, stop: Arc<AtomicBool>) -> Result<Pipeline> {
         .decomposer(dec)
         .batch(cli.batch as usize)
         .temporal(cli.temporal)
+        .decode_ahead_bytes((cli.decode_ahead_mb << 20) as usize)
         .live(cli.inputs.iter().any(|p| p.starts_with("/dev")))
         .stop_flag(stop);
     if let Some(j) = cli.jobs {
@@ -380,6 +411,11 @@ fn install_ctrlc() -> Arc<AtomicBool> {
 }
 
 fn main() -> ExitCode {
+    msf_runtime::process::init_tool();
+    msf_runtime::process::main_guard("msf-run", real_main)
+}
+
+fn real_main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(msg) = check_usage(&cli) {
         Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg).exit();

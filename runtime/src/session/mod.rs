@@ -82,6 +82,9 @@ pub struct SessionOptions {
     /// Calls expected at the same time (0 and 1: one). tract serves any number from one plan;
     /// onnxruntime runs one call per session at a time, so it keeps this many sessions.
     pub concurrency: usize,
+    /// Bounds on the graph's nodes and tensors (default: documented values or the `MSF_MAX_*`
+    /// environment variables); a graph over them is refused before anything large is allocated.
+    pub limits: msf_models::Limits,
 }
 
 /// Raw outputs of one batch, row-major: slots (B,K,D), attn (B,K,G,G), masks (B,M,M).
@@ -129,12 +132,12 @@ pub(crate) fn load_file(file: &crate::model::ModelFile, opts: &SessionOptions) -
 
 /// Read `path` once, check it against the MSF contract, and load it with the backend `opts` asks for.
 pub fn load(path: &std::path::Path, opts: &SessionOptions) -> Result<Box<dyn Backend>> {
-    let file = crate::model::ModelFile::read(path, opts.preprocess_override.as_ref())?;
+    let file = crate::model::ModelFile::read(path, opts.preprocess_override.as_ref(), &opts.limits)?;
     load_file(&file, opts)
 }
 
 /// [`load`] for an ONNX model held in memory (embedded in an application's binary).
 pub fn load_bytes(bytes: &[u8], opts: &SessionOptions) -> Result<Box<dyn Backend>> {
-    let file = crate::model::ModelFile::from_memory(prost::bytes::Bytes::copy_from_slice(bytes), opts.preprocess_override.as_ref())?;
+    let file = crate::model::ModelFile::from_memory(prost::bytes::Bytes::copy_from_slice(bytes), opts.preprocess_override.as_ref(), &opts.limits)?;
     load_file(&file, opts)
 }

@@ -27,6 +27,7 @@ pub struct TractBackend {
     executor: Executor,
     /// The masks output is the graph's per-slot mask logits; the argmax over slots runs here.
     native_argmax: bool,
+    limits: msf_models::Limits,
 }
 
 fn load_err(path: &Path) -> impl Fn(TractError) -> Error + '_ {
@@ -38,6 +39,25 @@ fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
         Err(Error::model_load(path, format!("tract failed while {what}: {}", crate::error::panic_message(&*p))))
     })
+}
+
+/// Every tensor of the typed graph must have a size known before running (a size taken from the
+/// pixels could be anything) and fit in `limits`: checked before tract allocates any of them.
+fn check_typed(model: &TypedModel, batch: usize, limits: &msf_models::Limits) -> std::result::Result<(), String> {
+    for node in model.nodes() {
+        for (slot, out) in node.outputs.iter().enumerate() {
+            let what = || format!("tensor `{}`{} at batch {batch}", node.name, if slot > 0 { format!(" (output {slot})") } else { String::new() });
+            let Some(shape) = out.fact.shape.as_concrete() else {
+                return Err(format!("{}: its shape {:?} depends on the pixels; an MSF graph has fixed sizes", what(), out.fact.shape));
+            };
+            let elements = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+            let bytes = elements.and_then(|e| e.checked_mul(out.fact.datum_type.size_of() as u64)).unwrap_or(u64::MAX);
+            if bytes > limits.max_tensor_bytes {
+                return Err(limits.tensor_too_large(&what(), bytes));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl TractBackend {
@@ -81,6 +101,7 @@ impl TractBackend {
             slots_default: contract.slots_default.clone(),
             executor,
             native_argmax,
+            limits: opts.limits,
         };
         // Optimise for batch 1 now: loading is where users expect to wait.
         backend.plan(1)?;
@@ -100,8 +121,9 @@ impl TractBackend {
             if self.info.slots_input {
                 m.set_input_fact(1, f32::fact([batch, k, d]).into()).map_err(load_err(path))?;
             }
-            let typed = m.into_optimized().map_err(load_err(path))?;
-            typed.into_runnable().map_err(load_err(path))
+            let typed = m.into_typed().map_err(load_err(path))?;
+            check_typed(&typed, batch, &self.limits).map_err(|reason| Error::model_load(path, reason))?;
+            typed.into_optimized().map_err(load_err(path))?.into_runnable().map_err(load_err(path))
         })?;
         self.plans.lock().expect("plan cache lock").insert(batch, plan.clone());
         Ok(plan)
@@ -191,7 +213,11 @@ impl Backend for TractBackend {
                 .map_err(|e| Error::inference("tract", format!("slots_init: {e}")))?;
             inputs.push(t.into_tensor().into());
         }
-        let out = multithread_tract_scope(self.executor.clone(), || plan.run(inputs)).map_err(run_err)?;
+        // A graph can index or divide by values taken from the pixels; tract panics on an index
+        // out of range or a division by zero, which must fail this call, not the process.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| multithread_tract_scope(self.executor.clone(), || plan.run(inputs))))
+            .map_err(|p| Error::inference("tract", format!("the graph failed on this input: {}", crate::error::panic_message(&*p))))?
+            .map_err(run_err)?;
         let [si, ai, mi] = self.outputs;
         let masks = if self.native_argmax {
             let logits = out[mi].to_plain_array_view::<f32>().map_err(run_err)?;

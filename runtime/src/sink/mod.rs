@@ -55,7 +55,7 @@ impl AtomicFile {
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path has no file name"),
         })?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp_name = format!(".{}.{}.{n}{TEMP_SUFFIX}", name.to_string_lossy(), std::process::id());
+        let tmp_name = crate::process::temp_name(name, &format!("{}.{n}", std::process::id()));
         let tmp = path.with_file_name(tmp_name);
         let file = OpenOptions::new()
             .write(true)
@@ -248,6 +248,19 @@ pub struct FrameWriter {
     /// When the writer was created: each frame record carries `done_seconds` from here, so that
     /// per-frame latency (decode → infer → write) can be read back from the run log.
     started: std::time::Instant,
+    /// The output folder, locked (`flock`) for as long as this writer lives: a second run into
+    /// the same folder is refused instead of mixing its files with this one's.
+    _lock: File,
+}
+
+/// Open `dir` and take its exclusive lock, or say which folder is in use.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let f = File::open(dir).map_err(|source| Error::Write { path: dir.to_path_buf(), source })?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::OutputInUse { path: dir.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(source)) => Err(Error::Write { path: dir.to_path_buf(), source }),
+    }
 }
 
 /// Name of the per-run JSON file.
@@ -262,6 +275,15 @@ impl FrameWriter {
             created.push(dir.to_path_buf());
         }
         ensure_writable_dir(dir)?;
+        let lock = match lock_dir(dir) {
+            Ok(l) => l,
+            Err(e) => {
+                if !created.is_empty() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                return Err(e);
+            }
+        };
         for (on, sub) in [(opts.masks, "masks"), (opts.overlay.is_some(), "overlays"), (opts.slots, "slots"), (opts.attn, "attn")] {
             let d = dir.join(sub);
             if on && !d.is_dir() {
@@ -270,7 +292,7 @@ impl FrameWriter {
             }
         }
         let log = json::RunLog::create(&dir.join(RUN_JSON), run)?;
-        Ok(FrameWriter { dir: dir.to_path_buf(), opts, log: Some(log), used_names: HashSet::new(), frames: 0, files: 0, created, started: std::time::Instant::now() })
+        Ok(FrameWriter { dir: dir.to_path_buf(), opts, log: Some(log), used_names: HashSet::new(), frames: 0, files: 0, created, started: std::time::Instant::now(), _lock: lock })
     }
 
     /// Give up without writing `decomposition.json` (for a run that wrote no frame): the

@@ -103,13 +103,20 @@ pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
         source,
     };
 
+    // A FIFO or device would block the open or never end: only regular files are images.
+    if !std::fs::metadata(path).map_err(io_err)?.is_file() {
+        return Err(io_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+    }
     let mut reader = ImageReader::open(path)
         .map_err(io_err)?
         .with_guessed_format()
         .map_err(io_err)?;
-    // Build the decoder with only the allocation cap: the width/height check is ours, so that the
-    // error can say how big the image claims to be.
-    reader.limits(alloc_limits(limits));
+    // Build the decoder with only an allocation cap for the header and its metadata (a PNG's
+    // compressed ICC profile can inflate to gigabytes): the width/height check is ours, so that
+    // the error can say how big the image claims to be; the pixels get the full cap below.
+    let mut header_limits = alloc_limits(limits);
+    header_limits.max_alloc = Some(limits.max_decoded_bytes.min(MAX_HEADER_BYTES));
+    reader.limits(header_limits);
     let mut decoder = reader.into_decoder().map_err(dec_err)?;
 
     let (width, height) = decoder.dimensions();
@@ -144,6 +151,9 @@ pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
     rgb.apply_orientation(orientation);
     Ok(rgb.into_rgb8())
 }
+
+/// What a decoder may allocate for an image's header and metadata (ICC profile, EXIF, text).
+const MAX_HEADER_BYTES: u64 = 64 << 20;
 
 fn alloc_limits(limits: &DecodeLimits) -> image::Limits {
     let mut l = image::Limits::no_limits();

@@ -13,4 +13,4 @@ pub mod camera;
 
 pub use frame::{Frame, FrameSource};
 pub use open::{open, open_all, SourceOptions};
-pub use prefetch::Prefetch;
+pub use prefetch::{ByteBudget, Prefetch};

@@ -2,6 +2,7 @@
 //! labelled dataset, computed as upstream does; prints a table and can write JSON.
 
 use anyhow::{bail, Context, Result};
+use clap::builder::TypedValueParser;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use msf_runtime::sink::write_atomic;
@@ -41,13 +42,13 @@ struct Cli {
     #[arg(long, value_enum, conflicts_with_all = ["onnx", "ckpt"])]
     baseline: Option<Baseline>,
     /// Number of segments of the grid baseline.
-    #[arg(long, default_value_t = 7, value_name = "K")]
+    #[arg(long, default_value_t = 7, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=255).map(usize::from))]
     slots: usize,
     /// A labelled folder: DIR/images/* and DIR/masks/<name>.png.
     #[arg(long, value_name = "DIR", conflicts_with = "generated")]
     data: Option<PathBuf>,
     /// Use N generated images (random shapes, exact masks).
-    #[arg(long, value_name = "N", conflicts_with = "coco")]
+    #[arg(long, value_name = "N", conflicts_with = "coco", value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
     generated: Option<usize>,
     /// COCO panoptic in upstream's layout: DIR/val2017/*.jpg, DIR/annotations/panoptic_val2017.json
     /// and DIR/annotations/panoptic_val2017/*.png ("things" are the objects, "stuff" background).
@@ -60,7 +61,7 @@ struct Cli {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Side of the generated images, in pixels.
-    #[arg(long, default_value_t = 256, value_name = "PX")]
+    #[arg(long, default_value_t = 256, value_name = "PX", value_parser = clap::value_parser!(u32).range(16..=4096))]
     size: u32,
     /// Write the generated images and masks to DIR (the --data layout).
     #[arg(long, value_name = "DIR")]
@@ -69,7 +70,7 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = BackendArg::Tract)]
     backend: BackendArg,
     /// Kernel threads per inference call (default: one per core).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256).map(usize::from))]
     threads: Option<usize>,
     /// Write the summary and every image's scores as JSON.
     #[arg(long, value_name = "FILE")]
@@ -171,12 +172,18 @@ struct Report<'a> {
     images: Vec<ImageScores<'a>>,
 }
 
-fn main() {
-    let cli = Cli::parse();
-    if let Err(e) = run(&cli) {
-        eprintln!("msf-eval: error: {e:#}");
-        std::process::exit(1);
-    }
+fn main() -> std::process::ExitCode {
+    msf_runtime::process::init_tool();
+    msf_runtime::process::main_guard("msf-eval", || {
+        let cli = Cli::parse();
+        match run(&cli) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("msf-eval: error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn save_sample(dir: &Path, s: &Sample) -> Result<()> {

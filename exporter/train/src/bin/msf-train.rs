@@ -175,12 +175,18 @@ impl Reporter {
     }
 }
 
-fn main() {
-    let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        eprintln!("msf-train: error: {e:#}");
-        std::process::exit(1);
-    }
+fn main() -> std::process::ExitCode {
+    msf_runtime::process::init_tool();
+    msf_runtime::process::main_guard("msf-train", || {
+        let cli = Cli::parse();
+        match run(cli) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("msf-train: error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
