@@ -27,6 +27,9 @@ pub enum ExportError {
     Graph(#[from] GraphError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The model cannot be described by valid metadata (e.g. more slots than 8-bit masks hold).
+    #[error(transparent)]
+    Metadata(#[from] msf_models::MetadataError),
 }
 
 /// What an export did, for the CLI summary and for callers such as the training crate.
@@ -59,6 +62,7 @@ pub fn metadata_for(spec: &spec::ModelSpec, opts: &GraphOptions) -> ModelMetadat
 /// Export an already validated spec to `output`.
 pub fn export_spec(spec: &spec::ModelSpec, output: &Path, opts: &ExportOptions) -> Result<(ModelMetadata, write::Written), ExportError> {
     let meta = metadata_for(spec, &opts.graph);
+    meta.validate()?;
     let graph = graph::build_graph(spec, &meta.preprocess, &opts.graph)?;
     let model = write::model_proto(graph, opts.graph.opset, &meta);
     let written = write::write_model(model, output, opts.external_data)?;

@@ -132,8 +132,9 @@ impl ModelMetadata {
         Ok(meta)
     }
 
-    /// Reject values that would make the runtime allocate nonsense or divide by zero.
-    fn validate(&self) -> Result<(), MetadataError> {
+    /// Reject values that would make the runtime allocate nonsense or divide by zero (the exporter
+    /// checks what it is about to write the same way).
+    pub fn validate(&self) -> Result<(), MetadataError> {
         let bad = |key, reason: &str| Err(MetadataError::Invalid { key, reason: reason.to_string() });
         let c = &self.config;
         let dims = [c.vit.embed_dim, c.vit.depth, c.vit.grid, c.slots.num_slots, c.slots.slot_dim];

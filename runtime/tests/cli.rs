@@ -478,11 +478,18 @@ fn help_documents_inputs_outputs_and_exit_codes() {
     }
 }
 
-/// Start `msf-run` on `input`, send SIGINT once 3 masks are written, and check that it stopped with
-/// exit 130, kept and described every finished frame, and left no temporary file. Returns the
+/// Start `msf-run` on `input`, send SIG`signal` once 3 masks are written, and check that it stopped
+/// with exit 130, kept and described every finished frame, and left no temporary file. Returns the
 /// output folder and the number of frames kept.
 #[cfg(unix)]
 fn interrupt_after_three_frames(test: &str, input: &Path, total: usize, extra: &[&str]) -> (PathBuf, usize) {
+    stop_after_three_frames(test, input, total, extra, "INT", |_| {})
+}
+
+/// [`interrupt_after_three_frames`] with any signal, and `meanwhile` called with the output folder
+/// while the run is going (before the signal).
+#[cfg(unix)]
+fn stop_after_three_frames(test: &str, input: &Path, total: usize, extra: &[&str], signal: &str, meanwhile: impl FnOnce(&Path)) -> (PathBuf, usize) {
     let out = scratch(test).join("out");
     let mut child = Command::new(msf_run_bin())
         .args(["--onnx".as_ref(), models().plain("tiny-slate-msf").as_os_str(), input.as_os_str(), "-o".as_ref(), out.as_os_str(), "--quiet".as_ref()])
@@ -498,7 +505,9 @@ fn interrupt_after_three_frames(test: &str, input: &Path, total: usize, extra: &
         assert!(child.try_wait().unwrap().is_none(), "msf-run ended before the signal");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    meanwhile(&out);
+    assert!(child.try_wait().unwrap().is_none(), "msf-run ended before the signal");
+    let kill = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", text(&o));
@@ -523,6 +532,17 @@ fn ctrl_c_stops_between_frames_and_keeps_them() {
         img.save(frames.join(format!("f{i}.png"))).unwrap();
     }
     interrupt_after_three_frames("ctrl-c", &frames, 2000, &[]);
+    // SIGTERM and SIGHUP (a service manager, a closed terminal) stop a run the same way; while the
+    // first one runs, a second run into its output folder is refused and touches nothing.
+    stop_after_three_frames("sigterm", &frames, 2000, &[], "TERM", |out| {
+        let o = Command::new(msf_run_bin())
+            .args(["--onnx".as_ref(), models().plain("tiny-slate-msf").as_os_str(), frames.join("f1.png").as_os_str(), "-o".as_ref(), out.as_os_str()])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another run"), "{}", text(&o));
+    });
+    stop_after_three_frames("sighup", &frames, 2000, &[], "HUP", |_| {});
 }
 
 /// Ctrl-C in the middle of a video: the finished frames stay, and so does the overlay video made of

@@ -159,6 +159,26 @@ def checkpoints(fx: str, out: str) -> None:
     assert p.count(b.encode()) == 1
     rezip(src, os.path.join(out, "ckpt-duplicate-key.pth"), lambda n, d: p.replace(b.encode(), a.encode()) if n == pkl else d)
 
+    # Class 4 (tiny files that allocate gigabytes). A real key viewed with stride 0 over one float:
+    # 2^31 elements (8 GiB as f32) from 4 bytes of storage.
+    one = torchfmt.Storage.of(np.ones(1, np.float32))
+    save_edited("ckpt-stride0-huge.pth", lambda t: t.update({"m.initializ.mean": torchfmt.View(one, offset=0, shape=(32768, 65536), stride=(0, 0))}))
+    # A weight's storage entry deflated and padded with zeros to 1 GiB (~1 MB more in the file;
+    # torch.save never deflates). The tensor still reads only its own bytes at the start.
+    data = tensors["m.encode_project.1.weight"].tobytes()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(os.path.join(out, "ckpt-zip-bomb.pth"), "w") as zout:
+        for info in zin.infolist():
+            body = zin.read(info.filename)
+            if body != data:
+                zout.writestr(info, body)
+                continue
+            zi = zipfile.ZipInfo(info.filename)
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            with zout.open(zi, "w", force_zip64=True) as dst:
+                dst.write(body)
+                for _ in range(256):
+                    dst.write(bytes(4 << 20))
+
     # safetensors: header length far past the file, and a header that is not JSON.
     write(out, "ckpt-bad-header.safetensors", struct.pack("<Q", 1 << 40) + b"{}")
     write(out, "ckpt-not-json.safetensors", struct.pack("<Q", 16) + b"this is not json" + b"\0" * 8)
@@ -217,6 +237,11 @@ def models(fx: str, exported: str, out: str) -> None:
     # A reference for `msf-export --reference` whose input is the 256 image, for a --no-resize model
     # (which takes the 224 one).
     ref = os.path.join(fx, "ref")
+    # Class 5: a reference whose `input` header claims 2^40 floats (a few bytes of data follow).
+    with zipfile.ZipFile(os.path.join(out, "ref-huge.npz"), "w") as z:
+        z.writestr("input.npy", npy_header((1 << 40,)) + bytes(64))
+        for name in ("slots", "attn", "masks"):
+            z.writestr(f"{name}.npy", npy_header((1,)) + bytes(4))
     np.savez(os.path.join(out, "ref-256.npz"), input=np.load(os.path.join(ref, "camera.input.npy")),
              slots=np.load(os.path.join(ref, "camera.tiny-slate-msf.slots.npy")),
              attn=np.load(os.path.join(ref, "camera.tiny-slate-msf.attn.npy")),
@@ -236,9 +261,10 @@ def hostile_models(exported: str, out: str) -> None:
     k, d = cfg["slots"]["num_slots"], cfg["slots"]["slot_dim"]
     s, g = pre["image_size"], cfg["vit"]["grid"]
 
-    def model(name: str, nodes, inits=(), props_edit=None, outputs=None, opset=17) -> None:
+    def model(name: str, nodes, inits=(), props_edit=None, outputs=None, opset=17, s=s, k=k, external=None) -> None:
         """``nodes`` compute ``hostile`` (any float tensor) from ``image``; slots add its sum, attn and
-        masks are constants, so the outputs keep the contract's names and shapes."""
+        masks are constants, so the outputs keep the contract's names and shapes. ``external``:
+        (initializer name, location) to store that initializer as external data."""
         c = lambda n, a: numpy_helper.from_array(np.asarray(a), n)  # noqa: E731
         tail = [
             h.make_node("Cast", ["hostile"], ["hostile_f"], to=T.FLOAT),
@@ -258,6 +284,12 @@ def hostile_models(exported: str, out: str) -> None:
                         h.make_tensor_value_info("masks", T.INT64, ["batch", s, s])],
             initializer=inits,
         )
+        if external:
+            t = next(t for t in graph.initializer if t.name == external[0])
+            t.ClearField("raw_data")
+            t.ClearField("float_data")
+            t.data_location = onnx.TensorProto.EXTERNAL
+            t.external_data.add(key="location", value=external[1])
         m = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
         m.ir_version = 8
         p = dict(props)
@@ -309,11 +341,19 @@ def hostile_models(exported: str, out: str) -> None:
           [c("reps", np.array([1, 1, 1000, 1000], np.int64))])
     model("model-op-constofshape.onnx", [h.make_node("ConstantOfShape", ["shp"], ["hostile"],
           value=h.make_tensor("v", T.FLOAT, [1], [1.0]))], [c("shp", np.array([1 << 20, 1 << 20], np.int64))])
-    model("model-meta-image-8192.onnx", [h.make_node("Identity", ["image"], ["hostile"])],
-          props_edit=lambda p: p.update({"msf.preprocess": json.dumps({**pre, "image_size": 8192})}))
-    # Class 8: more slots than an 8-bit mask can name.
-    many = dict(cfg)
-    many["slots"] = {**cfg["slots"], "num_slots": 300}
+    model("model-meta-image-8192.onnx", [h.make_node("Identity", ["image"], ["hostile"])], s=8192,
+          props_edit=lambda p: p.update({"msf.preprocess": json.dumps({**pre, "image_size": 8192, "backbone_resize_in_graph": False})}))
+    # Class 8: more slots than an 8-bit mask can name (slot 299 would be written as 43).
+    many = {**cfg, "slots": {**cfg["slots"], "num_slots": 300}}
+    model("model-slots-300.onnx", [h.make_node("Identity", ["image"], ["hostile"])], k=300,
+          props_edit=lambda p: p.update({"msf.config": json.dumps(many)}))
+    # Class 3: external data that names a FIFO (reading it blocks forever) or leaves the folder.
+    gather = from_pixels[:1] + [h.make_node("Gather", ["table", "zero_idx"], ["hostile"])]
+    table = [c("table", np.arange(16, dtype=np.float32)), c("zero_idx", np.array([0], np.int64))]
+    model("model-extdata-fifo.onnx", gather, table, external=("table", "model-extdata-fifo.bin"))
+    if hasattr(os, "mkfifo") and not os.path.exists(os.path.join(out, "model-extdata-fifo.bin")):
+        os.mkfifo(os.path.join(out, "model-extdata-fifo.bin"))
+    model("model-extdata-escape.onnx", gather, table, external=("table", "../../etc/passwd"))
     # Class 3: a graph of many nodes (a chain of Identity ops), quadratic to load in some runtimes.
     chain = [h.make_node("Identity", ["image" if i == 0 else f"n{i - 1}"], [f"n{i}"]) for i in range(40000)]
     chain.append(h.make_node("Identity", ["n39999"], ["hostile"]))
@@ -375,6 +415,16 @@ def images(fx: str, out: str) -> None:
     bmp_hdr = b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, 60000, 60000, 1, 24, 0, 0, 0, 0, 0, 0)
     write(out, "img-bomb-60000.bmp", bmp_hdr)
     write(out, "img-zero-width.png", png_header_only(0, 10))
+    # Class 10: an iCCP chunk whose profile inflates to 1 GiB, in a ~1 MB file.
+    small_png = io.BytesIO()
+    small.save(small_png, format="PNG")
+    raw = small_png.getvalue()
+    z = zlib.compressobj(9)
+    profile = b"".join(z.compress(bytes(1 << 24)) for _ in range(64)) + z.flush()
+    write(out, "img-iccp-bomb.png", raw[:33] + png_chunk(b"iCCP", b"icc\0\0" + profile) + raw[33:])
+    # Class 3: a FIFO where an image is expected (opening it blocks until someone writes).
+    if hasattr(os, "mkfifo") and not os.path.exists(os.path.join(out, "img-fifo.png")):
+        os.mkfifo(os.path.join(out, "img-fifo.png"))
 
     # Odd but valid: must decode and decompose.
     Image.new("RGB", (1, 1), (200, 30, 30)).save(os.path.join(out, "ok-1x1.png"))
@@ -394,6 +444,29 @@ def images(fx: str, out: str) -> None:
     small.save(os.path.join(out, "ok-jpeg-named.png"), format="JPEG")  # sniffed from the content
     small.save(os.path.join(out, "ok-photo.webp"))
     small.save(os.path.join(out, "ok-photo.bmp"))
+    # Class 10: a legal 248-byte file name (output and temporary names must still fit 255 bytes).
+    small.save(os.path.join(out, "ok-" + "n" * 241 + ".png"))
+
+
+def eval_inputs(out: str) -> None:
+    """An msf-eval --data folder whose images/ holds a FIFO beside a good image."""
+    from PIL import Image
+
+    d = os.path.join(out, "eval-fifo")
+    os.makedirs(os.path.join(d, "images"), exist_ok=True)
+    os.makedirs(os.path.join(d, "masks"), exist_ok=True)
+    Image.new("RGB", (64, 48), (120, 30, 30)).save(os.path.join(d, "images", "a.png"))
+    Image.new("L", (64, 48), 1).save(os.path.join(d, "masks", "a.png"))
+    Image.new("L", (64, 48), 1).save(os.path.join(d, "masks", "b.png"))
+    if hasattr(os, "mkfifo") and not os.path.exists(os.path.join(d, "images", "b.png")):
+        os.mkfifo(os.path.join(d, "images", "b.png"))
+
+
+def npy_header(shape: tuple) -> bytes:
+    """An .npy v1 header for float32 ``shape`` (padded to 64 bytes like numpy's)."""
+    d = ("{'descr': '<f4', 'fortran_order': False, 'shape': %r, }" % (shape,)).encode()
+    d += b" " * (63 - (10 + len(d)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(d)) + d
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -417,6 +490,13 @@ def videos(ffmpeg: str, out: str) -> None:
     corrupt[mid: mid + 4000] = random_bytes(4000)
     write(out, "video-corrupt.mp4", bytes(corrupt))
     write(out, "video-empty.mp4", b"")
+    # Class 10: a y4m cut inside its 4th frame (the y4m demuxer reports a plain end of file).
+    y4m = os.path.join(out, ".video-good.y4m")
+    run("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-frames:v", "5", "-pix_fmt", "yuv420p", y4m)
+    y = open(y4m, "rb").read()
+    frame = 6 + 160 * 120 * 3 // 2
+    write(out, "video-trunc.y4m", y[: len(y) - frame - frame // 2])
+    os.remove(y4m)
     write(out, "video-random.mkv", random_bytes(8192))
     write(out, "video-header-only.mp4", data[:48])
     run("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", os.path.join(out, "video-audio-only.mp4"))
@@ -433,7 +513,9 @@ def main() -> int:
     os.makedirs(a.out, exist_ok=True)
     checkpoints(a.fixtures, a.out)
     models(a.fixtures, a.onnx, a.out)
+    hostile_models(a.onnx, a.out)
     images(a.fixtures, a.out)
+    eval_inputs(a.out)
     if a.ffmpeg:
         videos(a.ffmpeg, a.out)
     print(len(os.listdir(a.out)))

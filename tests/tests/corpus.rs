@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// Files anywhere under `dir` (relative paths), for "nothing partial left" checks.
 fn files_under(dir: &Path) -> Vec<String> {
@@ -31,25 +31,56 @@ fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Runs `program` with an optional file-size limit (`RLIMIT_FSIZE`, SIGXFSZ ignored so that a write
-/// past it fails with EFBIG like a full disk, instead of killing the process).
+/// Address space each case may use: runaway memory fails the case (an allocation failure aborts,
+/// which the checks below see as a signal) instead of exhausting the machine.
+const CASE_MEMORY: u64 = 4 << 30;
+/// Wall-clock bound of each case: a hang fails it.
+const CASE_SECONDS: u64 = 60;
+
+/// Runs `program` under [`CASE_MEMORY`] and [`CASE_SECONDS`], with an optional file-size limit
+/// (`RLIMIT_FSIZE`: a write past it fails with EFBIG like a full disk; the tools ignore SIGXFSZ
+/// themselves, so the default disposition is left for them to change).
 fn run_limited(program: &Path, args: &[String], fsize: Option<u64>) -> Run {
     let mut cmd = Command::new(program);
-    cmd.args(args).env_remove("RUST_BACKTRACE");
-    if let Some(limit) = fsize {
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    cmd.args(args).env_remove("RUST_BACKTRACE").env_remove("RUST_LOG");
+    let fsize = fsize.unwrap_or(libc::RLIM_INFINITY);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (resource, limit) in [(libc::RLIMIT_FSIZE, fsize), (libc::RLIMIT_AS, CASE_MEMORY)] {
                 let r = libc::rlimit { rlim_cur: limit, rlim_max: limit };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &r) != 0 {
+                if libc::setrlimit(resource, &r) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        });
     }
-    run_command(cmd)
+    let what = format!("{} {}", program.display(), args.join(" "));
+    let t = std::time::Instant::now();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    fn reader(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    }
+    let (out_t, err_t) = (reader(child.stdout.take().unwrap()), reader(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(CASE_SECONDS) {
+            let _ = child.kill();
+            let st = child.wait().unwrap();
+            let mut stderr = err_t.join().unwrap();
+            stderr.push_str(&format!("\n[hung: killed after {CASE_SECONDS} s]"));
+            return Run { what, status: st, stdout: out_t.join().unwrap(), stderr, elapsed: t.elapsed() };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Run { what, status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap(), elapsed: t.elapsed() }
 }
 
 #[test]
@@ -71,6 +102,8 @@ fn every_corpus_case_fails_cleanly_or_works() {
 
     let run_bin = exporter_bin().with_file_name(format!("msf-run{}", std::env::consts::EXE_SUFFIX));
     assert!(run_bin.is_file(), "{} is not built (cargo test --workspace builds it)", run_bin.display());
+    let eval_bin = exporter_bin().with_file_name(format!("msf-eval{}", std::env::consts::EXE_SUFFIX));
+    assert!(eval_bin.is_file(), "{} is not built (cargo test --workspace builds it)", eval_bin.display());
     let photo = fx.join("images").join("motorcycle_left.png");
 
     let all = corpus::cases();
@@ -99,6 +132,7 @@ fn every_corpus_case_fails_cleanly_or_works() {
                     std::fs::write(out.join("file"), b"a file").unwrap();
                     target = out.join("file").join("result");
                 }
+                "@infer" => {}
                 s if s.starts_with("@fsize=") => fsize = Some(s["@fsize=".len()..].parse::<u64>().unwrap()),
                 s => args.push(s.replace("{corpus}", &corpus_dir.to_string_lossy())),
             }
@@ -120,6 +154,14 @@ fn every_corpus_case_fails_cleanly_or_works() {
                 let mut a = vec!["--onnx".into(), p(&model), p(&input), "-o".into(), p(&target), "--quiet".into()];
                 a.extend(args);
                 run_limited(&run_bin, &a, fsize)
+            }
+            "eval" => {
+                let mut a = vec!["--onnx".into(), p(&model), "--quiet".into()];
+                if c.input != "-" {
+                    a.extend(["--data".into(), p(&input)]);
+                }
+                a.extend(args);
+                run_limited(&eval_bin, &a, fsize)
             }
             t => panic!("{}: unknown tool {t:?}", c.id),
         };

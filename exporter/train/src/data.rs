@@ -233,6 +233,8 @@ impl Folder {
         let read = std::fs::read_dir(&dir).map_err(|e| DataError::Read { path: dir.clone(), reason: e.to_string() })?;
         let mut images: Vec<PathBuf> = read
             .filter_map(|e| e.ok().map(|e| e.path()))
+            // Regular files only: a FIFO named like an image would block the run (as msf-run's scan).
+            .filter(|p| p.is_file())
             .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
             .collect();
         images.sort();

@@ -232,6 +232,11 @@ pub struct VideoSource {
     /// Frame count the container declares, if any.
     nb_frames: Option<u64>,
     desc: String,
+    /// Raw-frame containers (y4m, raw video) end with the last whole frame; their demuxers report
+    /// a cut inside a frame as a plain end of file. The file's size, and where the last packet of
+    /// the stream ended, tell the two apart.
+    raw_file_len: Option<u64>,
+    last_packet_end: u64,
 }
 
 impl VideoSource {
@@ -319,6 +324,10 @@ impl VideoSource {
 
         let mut opts = opts.clone();
         opts.every = opts.every.max(1);
+        let raw_file_len = match input.format().name() {
+            "yuv4mpegpipe" | "rawvideo" if !is_url => std::fs::metadata(path).ok().map(|m| m.len()),
+            _ => None,
+        };
         Ok(VideoSource {
             path: path.to_path_buf(),
             input,
@@ -338,6 +347,8 @@ impl VideoSource {
             pending: None,
             nb_frames,
             desc,
+            raw_file_len,
+            last_packet_end: 0,
         })
     }
 
@@ -388,6 +399,9 @@ impl VideoSource {
                 if packet.stream() != self.stream_index {
                     return;
                 }
+                if let Ok(pos) = u64::try_from(packet.position()) {
+                    self.last_packet_end = pos + packet.size() as u64;
+                }
                 if self.strict && packet.is_corrupt() {
                     self.stop_reading(Some(describe_error("truncated or damaged packet", &logged)));
                     return;
@@ -407,7 +421,10 @@ impl VideoSource {
             }
             Err(ffmpeg::Error::Eof) => {
                 // A clean EOF, unless the demuxer complained on the way (a truncated mkv).
-                let damage = (self.strict && !logged.is_empty()).then(|| format!("the file ends early ({})", logged.join("; ")));
+                let mut damage = (self.strict && !logged.is_empty()).then(|| format!("the file ends early ({})", logged.join("; ")));
+                if let Some(len) = self.raw_file_len.filter(|&len| damage.is_none() && len > self.last_packet_end) {
+                    damage = Some(format!("the file ends inside a frame ({} bytes after the last whole frame)", len - self.last_packet_end));
+                }
                 self.stop_reading(damage);
             }
             Err(ffmpeg::Error::Other { errno }) if errno == ffi::EAGAIN => {
