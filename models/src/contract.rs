@@ -64,11 +64,11 @@ pub struct GraphContract {
 // Only the parts of the ONNX messages the contract reads; prost skips the rest (nodes, other
 // attributes) unread, and `bytes::Bytes` fields are views of the input, not copies.
 #[derive(Clone, PartialEq, Message)]
-struct Model {
+pub(crate) struct Model {
     #[prost(int64, optional, tag = "1")]
     ir_version: Option<i64>,
     #[prost(message, optional, tag = "7")]
-    graph: Option<Graph>,
+    pub(crate) graph: Option<Graph>,
     #[prost(message, repeated, tag = "14")]
     metadata_props: Vec<crate::onnx::StringStringEntryProto>,
 }
@@ -258,7 +258,11 @@ impl GraphContract {
             }
         }
 
-        crate::limits::check_graph(&graph, limits).map_err(ContractError::Limit)?;
+        let mut inputs = vec![(INPUT_IMAGE, vec![1, 3, s as u64, s as u64])];
+        if slots_input {
+            inputs.push((INPUT_SLOTS, vec![1, k as u64, d as u64]));
+        }
+        crate::limits::check_graph(&graph, &inputs, limits).map_err(ContractError::Limit)?;
         // The runtimes open external data themselves: every location must be a regular file
         // inside the model's folder, long enough for what the tensor claims.
         let external_data = graph.initializer.iter().any(|t| t.data_location == Some(EXTERNAL));

@@ -160,10 +160,71 @@ const BROADCASTING: &[&str] = &[
     "Or", "Xor", "Max", "Min", "Sum", "Mean", "BitShift", "PRelu", "BitwiseAnd", "BitwiseOr", "BitwiseXor",
 ];
 
+/// Ops whose output has their first input's size.
+const SIZE_KEEPING: &[&str] = &[
+    "Identity", "Cast", "Relu", "Sigmoid", "Tanh", "Erf", "Exp", "Log", "Sqrt", "Neg", "Abs", "Floor", "Ceil", "Round",
+    "Softmax", "LogSoftmax", "LayerNormalization", "Dropout", "Clip", "LeakyRelu", "Gelu", "HardSigmoid", "Not", "Sign",
+    "Reciprocal", "IsNaN", "IsInf", "BatchNormalization", "InstanceNormalization",
+];
+
+/// [`check_graph`] on the bytes of an ONNX model, with the graph inputs' sizes (e.g. `image` at
+/// the batch size a runtime is about to plan for).
+pub fn check_graph_bytes(bytes: prost::bytes::Bytes, inputs: &[(&str, Vec<u64>)], limits: &Limits) -> Result<(), String> {
+    use prost::Message;
+    let model = crate::contract::Model::decode(bytes).map_err(|e| e.to_string())?;
+    check_graph(&model.graph.unwrap_or_default(), inputs, limits)
+}
+
+/// Values of a small shape-like constant after an elementwise op (1-D or scalar operands).
+fn elementwise(op: &str, vs: &[&[f64]], int: bool) -> Option<Vec<f64>> {
+    let n = vs.iter().map(|v| v.len()).max()?;
+    if vs.iter().any(|v| v.len() != n && v.len() != 1) || vs.len() != 2 {
+        return None;
+    }
+    let at = |v: &[f64], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+    (0..n)
+        .map(|i| {
+            let (a, b) = (at(vs[0], i), at(vs[1], i));
+            Some(match op {
+                "Add" => a + b,
+                "Sub" => a - b,
+                "Mul" => a * b,
+                "Div" if b == 0.0 => return None,
+                "Div" if int => (a / b).trunc(),
+                "Div" => a / b,
+                "Max" => a.max(b),
+                "Min" => a.min(b),
+                _ => return None,
+            })
+        })
+        .collect()
+}
+
+/// Python-style `v[start:end:step]` of a 1-D constant (ONNX `Slice` clamping).
+fn slice(v: &[f64], start: f64, end: f64, step: f64) -> Option<Vec<f64>> {
+    let n = v.len() as f64;
+    if step == 0.0 {
+        return None;
+    }
+    let clamp = |x: f64, lo: f64, hi: f64| (if x < 0.0 { x + n } else { x }).clamp(lo, hi);
+    let (mut i, end) = if step > 0.0 { (clamp(start, 0.0, n), clamp(end, 0.0, n)) } else { (clamp(start, -1.0, n - 1.0), clamp(end, -1.0, n - 1.0)) };
+    let mut out = Vec::new();
+    while (step > 0.0 && i < end) || (step < 0.0 && i > end) {
+        out.push(*v.get(i as usize)?);
+        i += step;
+        if out.len() > SMALL {
+            return None;
+        }
+    }
+    Some(out)
+}
+
 /// Every node of `graph` (subgraphs included) against `limits`: the node count, control flow
 /// (never part of a decomposition graph; a loop count from the pixels would hang a run),
-/// permutations, and every op whose output size comes from constants.
-pub(crate) fn check_graph(graph: &Graph, limits: &Limits) -> Result<(), String> {
+/// permutations, and every op whose output size comes from constants — including the sizes a
+/// graph computes from `Shape` of its inputs (`inputs`: their sizes), which runtimes fold into
+/// constants (and allocate) while loading.
+pub(crate) fn check_graph(graph: &Graph, inputs: &[(&str, Vec<u64>)], limits: &Limits) -> Result<(), String> {
     let total = count_nodes(graph, 0)?;
     if total > limits.max_nodes {
         return Err(format!(
@@ -172,6 +233,8 @@ pub(crate) fn check_graph(graph: &Graph, limits: &Limits) -> Result<(), String> 
         ));
     }
     let mut consts: HashMap<&str, Const> = HashMap::new();
+    // Sizes of non-constant tensors where they follow from the inputs' (for `Shape`).
+    let mut known: HashMap<&str, Vec<u64>> = inputs.iter().map(|(n, d)| (*n, d.clone())).collect();
     for t in &graph.initializer {
         if let Some(name) = t.name.as_deref() {
             consts.insert(name, tensor_const(t));
@@ -203,6 +266,11 @@ pub(crate) fn check_graph(graph: &Graph, limits: &Limits) -> Result<(), String> 
         let input = |i: usize| n.input.get(i).filter(|s| !s.is_empty()).and_then(|s| consts.get(s.as_str()));
         let values = |i: usize| input(i).and_then(|c| c.values.as_deref());
         let dims = |i: usize| input(i).and_then(|c| c.dims.as_deref());
+        let all_const = !n.input.is_empty() && (0..n.input.len()).all(|i| n.input[i].is_empty() || input(i).is_some());
+        let int = input(0).is_some_and(|c| matches!(c.data_type, 6 | 7));
+        let small = |v: Vec<f64>, dt: i32| Const { dims: Some(vec![v.len() as u64]), data_type: dt, values: Some(v) };
+        // What this node's output is known to be, when it is a constant the runtime will fold.
+        let mut produced: Option<Const> = None;
         let elem = |i: usize| input(i).map_or(4, |c| elem_bytes(c.data_type));
         let bound = |elements: f64, bytes_per: u64| -> Result<(), String> {
             let bytes = elements * bytes_per as f64;
@@ -316,10 +384,97 @@ pub(crate) fn check_graph(graph: &Graph, limits: &Limits) -> Result<(), String> 
             o if BROADCASTING.contains(&o) => {
                 let all: Option<Vec<&[u64]>> = (0..n.input.len()).map(dims).collect();
                 if let Some(all) = all {
-                    bound(numel(&broadcast(&all)), elem(0))?;
+                    let out = broadcast(&all);
+                    bound(numel(&out), elem(0))?;
+                    let vs: Option<Vec<&[f64]>> = (0..n.input.len()).map(values).collect();
+                    produced = match vs.and_then(|vs| elementwise(o, &vs, int)) {
+                        Some(v) => Some(small(v, input(0).map_or(7, |c| c.data_type))),
+                        None => Some(Const { dims: Some(out), data_type: input(0).map_or(1, |c| c.data_type), values: None }),
+                    };
+                }
+            }
+            "Shape" => {
+                let d = dims(0).or_else(|| n.input.first().and_then(|x| known.get(x.as_str()).map(Vec::as_slice)));
+                if let Some(d) = d {
+                    let r = d.len() as i64;
+                    let at = |name: &str, dflt: i64| {
+                        let v = attr(n, name).and_then(|a| a.i).unwrap_or(dflt);
+                        (if v < 0 { v + r } else { v }).clamp(0, r) as usize
+                    };
+                    let (a, b) = (at("start", 0), at("end", r));
+                    produced = Some(small(d[a..b.max(a)].iter().map(|&x| x as f64).collect(), 7));
+                }
+            }
+            "Concat" if all_const => {
+                let vs: Option<Vec<&[f64]>> = (0..n.input.len()).map(values).collect();
+                if let Some(vs) = vs.filter(|vs| vs.iter().map(|v| v.len()).sum::<usize>() <= SMALL) {
+                    produced = Some(small(vs.concat(), input(0).map_or(7, |c| c.data_type)));
+                }
+            }
+            "Gather" if all_const => {
+                if let (Some(data), Some(idx)) = (values(0), values(1)) {
+                    let len = data.len() as f64;
+                    let picked: Option<Vec<f64>> = idx.iter().map(|&i| data.get((if i < 0.0 { i + len } else { i }) as usize).copied()).collect();
+                    if let Some(v) = picked {
+                        produced = Some(small(v, input(0).map_or(7, |c| c.data_type)));
+                    }
+                }
+            }
+            "Slice" if all_const => {
+                if let (Some(v), Some([start]), Some([end])) = (values(0), values(1), values(2)) {
+                    let step = values(4).and_then(|s| s.first().copied()).unwrap_or(1.0);
+                    if let Some(out) = slice(v, *start, *end, step) {
+                        produced = Some(small(out, input(0).map_or(7, |c| c.data_type)));
+                    }
+                }
+            }
+            "Unsqueeze" | "Squeeze" | "Cast" | "Identity" | "Reshape" | "Flatten" | "Neg" | "Abs" | "Floor" | "Ceil" | "Round" if all_const => {
+                if let Some(v) = values(0) {
+                    let v = v.iter().map(|&x| match op { "Neg" => -x, "Abs" => x.abs(), "Floor" => x.floor(), "Ceil" => x.ceil(), "Round" => x.round(), _ => x }).collect();
+                    produced = Some(small(v, input(0).map_or(7, |c| c.data_type)));
+                } else if matches!(op, "Cast" | "Identity" | "Neg" | "Abs") {
+                    produced = input(0).map(|c| Const { dims: c.dims.clone(), data_type: c.data_type, values: None });
                 }
             }
             _ => {}
+        }
+        // Outputs of ops that only grow or copy a constant are constants of a known size, so that
+        // a chain of them is bounded link by link.
+        if produced.is_none() && all_const {
+            if let Some(d) = match op {
+                "ConstantOfShape" => values(0).map(|v| v.iter().map(|&x| x.max(0.0) as u64).collect()),
+                "Expand" => values(1).map(|v| broadcast(&[&v.iter().map(|&x| x.max(1.0) as u64).collect::<Vec<_>>(), dims(0).unwrap_or(&[])])),
+                "Tile" => match (dims(0), values(1)) {
+                    (Some(d), Some(r)) if d.len() == r.len() => Some(d.iter().zip(r).map(|(&a, &b)| a.saturating_mul(b.max(0.0) as u64)).collect()),
+                    _ => None,
+                },
+                _ => None,
+            } {
+                produced = Some(Const { dims: Some(d), data_type: 1, values: None });
+            }
+        }
+        // Sizes through ops that keep or permute them, so that `Shape` further down still knows.
+        let size_of = |i: usize| dims(i).map(<[u64]>::to_vec).or_else(|| n.input.get(i).and_then(|x| known.get(x.as_str()).cloned()));
+        let size = if produced.is_some() {
+            None
+        } else if SIZE_KEEPING.contains(&op) {
+            size_of(0)
+        } else if op == "Transpose" {
+            size_of(0).and_then(|d| match attr(n, "perm") {
+                Some(p) => p.ints.iter().map(|&i| d.get(i as usize).copied()).collect(),
+                None => Some(d.into_iter().rev().collect()),
+            })
+        } else if BROADCASTING.contains(&op) {
+            let all: Option<Vec<Vec<u64>>> = (0..n.input.len()).map(size_of).collect();
+            all.map(|a| broadcast(&a.iter().map(Vec::as_slice).collect::<Vec<_>>()))
+        } else {
+            None
+        };
+        if let (Some(d), Some(out)) = (size, n.output.first()) {
+            known.insert(out.as_str(), d);
+        }
+        if let (Some(c), Some(out)) = (produced, n.output.first()) {
+            consts.insert(out.as_str(), c);
         }
     }
     Ok(())
@@ -365,7 +520,37 @@ mod tests {
     fn check(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> Result<(), String> {
         let g = GraphProto { node: nodes, initializer: inits, ..Default::default() };
         let g = Graph::decode(g.encode_to_vec().as_slice()).unwrap();
-        check_graph(&g, &Limits { max_nodes: 100, max_tensor_bytes: 1 << 20 })
+        check_graph(&g, &[("image", vec![1, 3, 256, 256])], &Limits { max_nodes: 100, max_tensor_bytes: 1 << 20 })
+    }
+
+    fn out(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto { output: vec![output.into()], ..node(op, inputs, attrs) }
+    }
+
+    /// Sizes computed from `Shape` of the image, the idiom of torch.onnx exports, are followed:
+    /// a runtime folds them into constants (and allocates them) while loading.
+    #[test]
+    fn sizes_computed_from_the_input_shape_are_bounded() {
+        let chain = |factor: i64| {
+            check(
+                vec![
+                    out("Shape", &["image"], "sh", vec![]),
+                    out("Slice", &["sh", "two", "four"], "hw", vec![]),
+                    out("Mul", &["hw", "f"], "hw2", vec![]),
+                    out("Concat", &["one", "hw2"], "shape", vec![AttributeProto { name: Some("axis".into()), i: Some(0), ..Default::default() }]),
+                    out("ConstantOfShape", &["shape"], "big", vec![]),
+                    out("Tile", &["big", "reps"], "y", vec![]),
+                ],
+                vec![i64s("two", &[1], &[2]), i64s("four", &[1], &[4]), i64s("f", &[], &[factor]), i64s("one", &[1], &[1]), i64s("reps", &[3], &[1, 1, 4])],
+            )
+        };
+        // 1×256×256 f32 = 256 KiB, tiled ×4 = 1 MiB: at the bound.
+        assert!(chain(1).is_ok(), "{:?}", chain(1));
+        let e = chain(40).unwrap_err();
+        assert!(e.contains("ConstantOfShape") && e.contains("limit"), "{e}");
+        // Within the first bound, over it once tiled: the chain is followed link by link.
+        let e = chain(2).unwrap_err();
+        assert!(e.contains("Tile") && e.contains("limit"), "{e}");
     }
 
     #[test]

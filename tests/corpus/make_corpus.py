@@ -336,6 +336,11 @@ def hostile_models(exported: str, out: str) -> None:
           [c("scales", np.array([1, 1, 4096, 4096], np.float32))])
     model("model-op-resize-const.onnx", [h.make_node("Resize", ["table", "", "scales1"], ["hostile"], mode="nearest")],
           [c("table", np.ones((1, 1, 4, 4), np.float32)), c("scales1", np.array([1, 1, 65536, 65536], np.float32))])
+    # Sizes computed from Shape(image), which runtimes fold into constants while loading: 1.2 GB.
+    model("model-op-shape-constofshape.onnx", [h.make_node("Relu", ["image"], ["r"]), h.make_node("Shape", ["r"], ["sh"]),
+          h.make_node("Mul", ["sh", "m"], ["sh2"]),
+          h.make_node("ConstantOfShape", ["sh2"], ["hostile"], value=h.make_tensor("v", T.FLOAT, [1], [1.0]))],
+          [c("m", np.array([1, 1, 40, 40], np.int64))])
     model("model-op-transpose-repeat.onnx", [h.make_node("Transpose", ["image"], ["hostile"], perm=[0, 0, 0, 3])])
     model("model-op-tile-huge.onnx", [h.make_node("Tile", ["image", "reps"], ["hostile"])],
           [c("reps", np.array([1, 1, 1000, 1000], np.int64))])

@@ -28,6 +28,9 @@ pub struct TractBackend {
     /// The masks output is the graph's per-slot mask logits; the argmax over slots runs here.
     native_argmax: bool,
     limits: msf_models::Limits,
+    /// The file's bytes (shared, not copied): the graph check is repeated for each batch size,
+    /// because sizes computed from `Shape` of the input grow with it.
+    bytes: prost::bytes::Bytes,
 }
 
 fn load_err(path: &Path) -> impl Fn(TractError) -> Error + '_ {
@@ -102,6 +105,7 @@ impl TractBackend {
             executor,
             native_argmax,
             limits: opts.limits,
+            bytes: file.bytes.clone(),
         };
         // Optimise for batch 1 now: loading is where users expect to wait.
         backend.plan(1)?;
@@ -115,6 +119,14 @@ impl TractBackend {
         let path = &self.path;
         let s = self.info.preprocess.graph_input_size();
         let (k, d) = (self.info.num_slots, self.info.slot_dim);
+        if batch > 1 {
+            let mut inputs = vec![(msf_models::interface::INPUT_IMAGE, vec![batch as u64, 3, s as u64, s as u64])];
+            if self.info.slots_input {
+                inputs.push((INPUT_SLOTS, vec![batch as u64, k as u64, d as u64]));
+            }
+            msf_models::limits::check_graph_bytes(self.bytes.clone(), &inputs, &self.limits)
+                .map_err(|reason| Error::model_load(path, format!("at batch {batch}: {reason}")))?;
+        }
         let plan = guarded(path, "optimising the model", || {
             let mut m = self.model.clone();
             m.set_input_fact(0, f32::fact([batch, 3, s, s]).into()).map_err(load_err(path))?;
