@@ -209,3 +209,49 @@ fn a_folder_through_the_pipeline_equals_decompose_calls() {
         assert!(same as f64 >= 0.999 * d.mask.len() as f64, "{}: {same} of {} mask pixels equal", f.name, d.mask.len());
     }
 }
+
+/// Frames of a list that count how many have been taken from the source.
+struct Counted(VecDeque<Frame>, Arc<std::sync::atomic::AtomicUsize>);
+
+impl Iterator for Counted {
+    type Item = msf_runtime::Result<Frame>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let f = self.0.pop_front()?;
+        self.1.fetch_add(1, Ordering::SeqCst);
+        Some(Ok(f))
+    }
+}
+
+impl FrameSource for Counted {
+    fn describe(&self) -> String {
+        "counted frames".into()
+    }
+}
+
+/// Decoded frames held at once are bounded by bytes, whatever `jobs` and `batch` ask for: with a
+/// budget under one frame, the source is never more than two frames ahead of the sinks (one
+/// decoded ahead, one being decomposed); by frame count it would be 3 × jobs × batch = 24.
+#[test]
+fn decode_ahead_is_bounded_by_bytes_not_frames() {
+    let Some(_) = require_fixtures("decode_ahead_is_bounded_by_bytes_not_frames") else { return };
+    let model = FixtureModel::slate(false);
+    let frames = video(0, 24, 64, 0);
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pipeline = Pipeline::builder().jobs(2).batch(4).threads(1).decode_ahead_bytes(1).build(&model).unwrap();
+    let mut delivered = 0usize;
+    let mut most_ahead = 0usize;
+    let mut sink = FnSink::new(|_: &Frame, _: &Decomposition| {
+        delivered += 1;
+        most_ahead = most_ahead.max(taken.load(Ordering::SeqCst) - delivered);
+        Ok(())
+    });
+    let report = pipeline.run(Box::new(Counted(frames.into(), taken.clone())), &mut [&mut sink]);
+    drop(sink);
+    assert_eq!((report.outcome, report.frames), (Outcome::Done, 24));
+    assert!(most_ahead <= 2, "the source ran {most_ahead} frames ahead of the sinks");
+    // The default budget (256 MiB) holds these small frames by the frame count, as before.
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pipeline = Pipeline::builder().jobs(2).batch(4).threads(1).build(&model).unwrap();
+    let report = pipeline.run(Box::new(Counted(video(0, 24, 64, 0).into(), taken.clone())), &mut [&mut FnSink::new(|_: &Frame, _: &Decomposition| Ok(()))]);
+    assert_eq!(report.frames, 24);
+}
