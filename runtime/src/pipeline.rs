@@ -69,6 +69,22 @@ pub enum ErrorPolicy {
     Skip,
 }
 
+impl ErrorPolicy {
+    /// The names [`str::parse`] takes.
+    pub const NAMES: [&'static str; 2] = ["stop", "skip"];
+}
+
+impl std::str::FromStr for ErrorPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "stop" => Ok(ErrorPolicy::Stop),
+            "skip" => Ok(ErrorPolicy::Skip),
+            _ => Err(format!("unknown error policy `{s}` (use stop or skip)")),
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

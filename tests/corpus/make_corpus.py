@@ -449,6 +449,12 @@ def images(fx: str, out: str) -> None:
     small.save(os.path.join(out, "ok-jpeg-named.png"), format="JPEG")  # sniffed from the content
     small.save(os.path.join(out, "ok-photo.webp"))
     small.save(os.path.join(out, "ok-photo.bmp"))
+    # A folder with a damaged image between good ones (for --on-error).
+    mixed = os.path.join(out, "mixed")
+    os.makedirs(mixed, exist_ok=True)
+    small.save(os.path.join(mixed, "a1.png"))
+    write(mixed, "a2.png", png_bytes[: len(png_bytes) // 2])
+    small.save(os.path.join(mixed, "a3.png"))
     # Class 10: a legal 248-byte file name (output and temporary names must still fit 255 bytes).
     small.save(os.path.join(out, "ok-" + "n" * 241 + ".png"))
 

@@ -139,9 +139,10 @@ fn errors_are_clear() {
     let o = msf_eval(&[&"--onnx", &missing, &"--generated", &"3"]);
     o.assert_code(1);
     assert!(o.stderr.contains("nowhere"), "{}", o.transcript());
+    // Out-of-range sizes are usage errors (exit 2), like any bad argument.
     let o = msf_eval(&[&"--baseline", &"one", &"--generated", &"3", &"--size", &"4"]);
-    o.assert_code(1);
-    assert!(o.stderr.contains("below 16"), "{}", o.transcript());
+    o.assert_code(2);
+    assert!(o.stderr.contains("16..=4096"), "{}", o.transcript());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing written beside the inputs");
 }
 

@@ -15,7 +15,7 @@ use clap::builder::TypedValueParser;
 use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use msf_runtime::error::one_line;
-use msf_runtime::pipeline::{FnSink, Outcome, RunReport};
+use msf_runtime::pipeline::{ErrorPolicy, FnSink, Outcome, RunReport};
 use msf_runtime::sink::{overlay, FrameWriter, MaskRes, SinkOptions, RUN_JSON};
 use msf_runtime::source::{self, Frame, SourceOptions};
 use msf_runtime::{BackendKind, Decomposer, Decomposition, Error, Pipeline, Provider, Sink};
@@ -54,6 +54,8 @@ Exit codes:
   1    error (model, input or output): one line on stderr says what; frames already written are
        kept, counted in that line, and listed in decomposition.json
   2    bad arguments
+  3    done, but frames were skipped (--on-error skip): each is named on stderr and under
+       summary.skipped in decomposition.json
   130  interrupted (Ctrl-C, SIGTERM or SIGHUP): stops after the current frame, keeps the finished
        frames and writes decomposition.json for them (a second signal quits at once)
 
@@ -135,6 +137,11 @@ struct Cli {
     /// the video's timestamps, 25 for images. Frames must all have one size.
     #[arg(long)]
     overlay_video: bool,
+    /// What a frame that cannot be decoded or decomposed does: `stop` the run (the frames before it
+    /// are kept), or `skip` it (reported on stderr and in decomposition.json; the run goes on and
+    /// ends with exit code 3). Writing errors always stop the run.
+    #[arg(long, value_parser = one_of::<ErrorPolicy>(&ErrorPolicy::NAMES), default_value = "stop")]
+    on_error: ErrorPolicy,
     /// Print one JSON summary line on stdout at the end (other messages go to stderr).
     #[arg(long)]
     json: bool,
@@ -229,6 +236,7 @@ fn pipeline(cli: &Cli, stop: Arc<AtomicBool>) -> Result<Pipeline> {
         .decomposer(dec)
         .batch(cli.batch as usize)
         .temporal(cli.temporal)
+        .on_error(cli.on_error)
         .decode_ahead_bytes((cli.decode_ahead_mb << 20) as usize)
         .live(cli.inputs.iter().any(|p| p.starts_with("/dev")))
         .stop_flag(stop);
@@ -329,6 +337,7 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
         provider: dec.provider().to_string(),
         error: report.error_line(),
         json_file: report.finished_files.iter().find(|p| p.file_name().is_some_and(|n| n == RUN_JSON)).cloned(),
+        skipped: report.skipped.len(),
     };
     if summary.json_file.is_some() {
         if !cli.json {
@@ -365,6 +374,8 @@ struct Summary {
     provider: String,
     error: Option<String>,
     json_file: Option<PathBuf>,
+    /// Frames left out by --on-error skip.
+    skipped: usize,
 }
 
 impl Summary {
@@ -380,6 +391,7 @@ impl Summary {
             "status": self.status, "frames": self.frames, "files": self.files, "seconds": self.seconds,
             "total_seconds": self.total_seconds, "fps": self.fps(), "output": self.output,
             "json": self.json_file, "backend": self.backend, "provider": self.provider, "error": self.error,
+            "skipped": self.skipped,
         })
     }
     fn human(&self) -> String {
@@ -436,7 +448,16 @@ fn real_main() -> ExitCode {
     if cli.json {
         println!("{}", summary.to_json());
     }
+    for s in &report.skipped {
+        eprintln!("msf-run: skipped {}: {}", s.name.as_deref().unwrap_or("a frame"), one_line(&s.error));
+    }
     match report.outcome {
+        Outcome::Done if !report.skipped.is_empty() => {
+            if !cli.quiet {
+                eprintln!("msf-run: {} frame(s) skipped, {} written", report.skipped.len(), summary.frames);
+            }
+            ExitCode::from(3)
+        }
         Outcome::Done => ExitCode::SUCCESS,
         Outcome::Interrupted => {
             if !cli.quiet {

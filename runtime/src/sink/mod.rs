@@ -401,8 +401,14 @@ impl Sink for FrameWriter {
             self.abandon();
             return Ok(Vec::new());
         }
+        let skipped: Vec<serde_json::Value> = report
+            .skipped
+            .iter()
+            .map(|s| serde_json::json!({"name": s.name, "error": crate::error::one_line(&s.error)}))
+            .collect();
         let summary = serde_json::json!({
             "status": report.outcome.as_str(), "seconds": report.seconds, "fps": report.fps(), "error": report.error_line(),
+            "skipped": skipped,
         });
         Ok(vec![FrameWriter::finish(self, summary)?])
     }
