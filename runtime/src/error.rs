@@ -137,6 +137,11 @@ pub enum Error {
     #[error("{}: cannot list input files: {reason}", path.display())]
     ListInput { path: PathBuf, reason: String },
     /// An output file or folder could not be created or written (nothing is left at `path`).
+    /// The output folder holds an earlier run's files (`listed`: its `decomposition.json` says which).
+    #[error("{}: the output folder holds {}; choose another folder{}", path.display(),
+        if *listed { "an earlier run (decomposition.json)" } else { "files of an earlier run but no decomposition.json to say which" },
+        if *listed { " or pass --overwrite to replace that run" } else { " or remove them" })]
+    OutputHasRun { path: PathBuf, listed: bool },
     /// Another run (of any process) is writing into this output folder.
     #[error("{}: the output folder is in use by another run; wait for it or choose another folder", path.display())]
     OutputInUse { path: PathBuf },

@@ -627,3 +627,45 @@ fn video_loop_example_runs() {
     let back = open(&out, &SourceOptions::default()).unwrap().count();
     assert_eq!(back, 5);
 }
+
+/// A folder that holds an earlier run is refused; `--overwrite` removes exactly that run's files
+/// (what its decomposition.json lists) before writing, and leaves anything else alone. Files of a
+/// run without its log are refused even with `--overwrite`: nothing says which are whose.
+#[test]
+fn an_earlier_run_is_refused_or_replaced_never_mixed() {
+    let dir = scratch("overwrite");
+    let (a, b) = (dir.join("in-a"), dir.join("in-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let img = |seed: u32| image::RgbImage::from_fn(64, 48, move |x, y| image::Rgb([(x * seed) as u8, (y * 5) as u8, 90]));
+    img(3).save(a.join("first.png")).unwrap();
+    img(4).save(a.join("second.png")).unwrap();
+    img(5).save(b.join("third.png")).unwrap();
+    let out = dir.join("out");
+    let model = models().plain("tiny-slate-msf");
+    let o = msf_run(&[&"--onnx", &model, &a, &"-o", &out, &"--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    let before = all_files(&out);
+
+    let o = msf_run(&[&"--onnx", &model, &b, &"-o", &out, &"--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("holds an earlier run") && stderr(&o).contains("--overwrite"), "{}", text(&o));
+    assert_eq!(all_files(&out), before, "a refused run changed the folder");
+
+    let o = msf_run(&[&"--onnx", &model, &b, &"-o", &out, &"--quiet", &"--overwrite"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mut names: Vec<String> = all_files(&out).iter().map(|p| p.strip_prefix(&out).unwrap().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["decomposition.json", "masks/third.png", "notes.txt", "overlays/third.jpg", "slots/third.npy"]);
+    assert_eq!(read_json(&out.join("decomposition.json"))["frames"].as_array().unwrap().len(), 1);
+
+    // Mask files of some run, without the log that would list them.
+    let stray = dir.join("stray");
+    std::fs::create_dir_all(stray.join("masks")).unwrap();
+    std::fs::write(stray.join("masks").join("x.png"), b"?").unwrap();
+    let o = msf_run(&[&"--onnx", &model, &b, &"-o", &stray, &"--quiet", &"--overwrite"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("no decomposition.json"), "{}", text(&o));
+    assert!(stray.join("masks").join("x.png").is_file());
+}

@@ -41,6 +41,8 @@ Output folder (-o):
                         the mask as COCO RLE ({\"size\":[h,w],\"counts\":[...]}, column-major)
   overlay.mp4           the overlays as a video, with --overlay-video
   Every file is written to a temporary name and renamed, so no half-written file is ever left.
+  One folder takes one run: a folder in use by a running msf-run is refused, and so is one that
+  holds an earlier run unless --overwrite (which removes exactly the files that run listed).
 
 Examples:
   msf-export --ckpt best.pth -o slate.onnx
@@ -142,6 +144,10 @@ struct Cli {
     /// ends with exit code 3). Writing errors always stop the run.
     #[arg(long, value_parser = one_of::<ErrorPolicy>(&ErrorPolicy::NAMES), default_value = "stop")]
     on_error: ErrorPolicy,
+    /// Replace an earlier run in OUT_DIR: the files its decomposition.json lists (and overlay.mp4)
+    /// are removed first. Without it a folder holding an earlier run is refused.
+    #[arg(long)]
+    overwrite: bool,
     /// Print one JSON summary line on stdout at the end (other messages go to stderr).
     #[arg(long)]
     json: bool,
@@ -288,6 +294,7 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
         overlay: (!cli.no_overlay).then_some(cli.overlay_format),
         slots: !cli.no_slots,
         attn: cli.save_attn,
+        overwrite: cli.overwrite,
     };
     let run_info = msf_runtime::sink::json::run_info("msf-run", &cli.onnx, &pipeline, &cli.inputs, &opts, &sink_opts);
     // Checks (and creates) the output folder before the first frame is decoded.

@@ -11,6 +11,7 @@
 //! place), so a crash or a full disk never leaves a half-written file under a real name.
 //! With feature `video`, [`video`] encodes overlays (or any RGB frames) into an mp4/mkv file.
 
+mod earlier;
 pub mod json;
 pub mod npy;
 pub mod overlay;
@@ -222,11 +223,14 @@ pub struct SinkOptions {
     pub slots: bool,
     /// Attention (K,G,G) in `attn/`.
     pub attn: bool,
+    /// Replace an earlier run found in the folder (exactly the files its `decomposition.json`
+    /// lists); without it such a folder is refused, so that two runs' files never mix.
+    pub overwrite: bool,
 }
 
 impl Default for SinkOptions {
     fn default() -> Self {
-        SinkOptions { masks: true, mask_res: MaskRes::Frame, overlay: Some(overlay::Format::Jpeg), slots: true, attn: false }
+        SinkOptions { masks: true, mask_res: MaskRes::Frame, overlay: Some(overlay::Format::Jpeg), slots: true, attn: false, overwrite: false }
     }
 }
 
@@ -275,7 +279,7 @@ impl FrameWriter {
             created.push(dir.to_path_buf());
         }
         ensure_writable_dir(dir)?;
-        let lock = match lock_dir(dir) {
+        let lock = match lock_dir(dir).and_then(|l| earlier::clear(dir, opts.overwrite).map(|()| l)) {
             Ok(l) => l,
             Err(e) => {
                 if !created.is_empty() {
