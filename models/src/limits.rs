@@ -320,11 +320,18 @@ pub(crate) fn check_graph(graph: &Graph, inputs: &[(&str, Vec<u64>)], limits: &L
             }
             "Tile" => {
                 if let Some(r) = values(1) {
+                    if r.iter().any(|&r| !(r >= 0.0)) {
+                        return fail(format!("repeats {r:?} must be ≥ 0"));
+                    }
                     grown(r.iter().map(|&r| r.max(1.0)).product())?;
                 }
             }
             "Expand" => {
                 if let Some(shape) = values(1) {
+                    // Runtimes read sizes as unsigned: a negative one is a huge one.
+                    if shape.iter().any(|&s| !(s >= 0.0)) {
+                        return fail(format!("shape {shape:?} must be ≥ 0"));
+                    }
                     let mut out = shape.iter().map(|&s| s.max(1.0) as u64).collect::<Vec<_>>();
                     if let Some(d) = dims(0) {
                         out = broadcast(&[&out, d]);
@@ -334,6 +341,9 @@ pub(crate) fn check_graph(graph: &Graph, inputs: &[(&str, Vec<u64>)], limits: &L
             }
             "ConstantOfShape" => {
                 if let Some(shape) = values(0) {
+                    if shape.iter().any(|&s| !(s >= 0.0)) {
+                        return fail(format!("shape {shape:?} must be ≥ 0"));
+                    }
                     let per = attr(n, "value").and_then(|a| a.t.as_ref()).map_or(4, |t| elem_bytes(t.data_type.unwrap_or(1)));
                     bound(shape.iter().map(|&s| s.max(0.0)).product(), per)?;
                 }
@@ -361,7 +371,10 @@ pub(crate) fn check_graph(graph: &Graph, inputs: &[(&str, Vec<u64>)], limits: &L
             }
             "OneHot" => {
                 if let Some([depth]) = values(1) {
-                    grown(depth.max(1.0))?;
+                    if !(*depth >= 1.0) {
+                        return fail(format!("depth {depth} must be ≥ 1"));
+                    }
+                    grown(*depth)?;
                 }
             }
             "MatMul" | "Gemm" | "Einsum" => {
@@ -575,6 +588,12 @@ mod tests {
         }
         let e = check(vec![node("Range", &["a", "b", "c"], vec![])], vec![i64s("a", &[], &[0]), i64s("b", &[], &[5]), i64s("c", &[], &[0])]).unwrap_err();
         assert!(e.contains("delta is 0"), "{e}");
+        // Found by the `graph` fuzz target: a negative size (read as a huge unsigned one by tract)
+        // made the product of the sizes 0 here, and tract asked for 4 TiB.
+        for (op, inputs, name) in [("ConstantOfShape", &["s"][..], "s"), ("Expand", &["x", "s"], "s"), ("Tile", &["x", "s"], "s")] {
+            let e = check(vec![node(op, inputs, vec![])], vec![f32s("x", &[2], &[0.; 2]), i64s(name, &[2], &[-4899916394578051072, 1 << 20])]).unwrap_err();
+            assert!(e.contains("must be ≥ 0"), "{op}: {e}");
+        }
     }
 
     #[test]
