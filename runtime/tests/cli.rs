@@ -316,12 +316,15 @@ fn json_rle_decodes_to_the_png_masks_and_npy_shapes_are_right() {
 }
 
 #[test]
-fn temporal_needs_the_slots_input_and_runs_with_it() {
+fn temporal_without_the_slots_input_matches_ids_and_with_it_carries_slots() {
     let out = scratch("temporal-refused");
     let folder = fixtures().join("images");
-    let o = msf_run(&[&"--onnx", &models().plain("tiny-slate-msf"), &folder, &"-o", &out, &"--temporal"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(stderr(&o).contains("--slots-in"), "{}", text(&o));
+    // Without the input, ids are still matched between frames, with a warning that says how to
+    // get the slots carried too.
+    let o = msf_run(&[&"--onnx", &models().plain("tiny-slate-msf"), &folder, &"-o", &out, &"--temporal", &"--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(stderr(&o).contains("--slots-in") && stderr(&o).contains("matched between frames only"), "{}", text(&o));
+    assert_eq!(read_json(&out.join("decomposition.json"))["frames"].as_array().unwrap().len(), 5);
 
     let out = scratch("temporal");
     let o = msf_run(&[&"--onnx", &models().with_slots(), &folder, &"-o", &out, &"--temporal", &"--quiet"]);

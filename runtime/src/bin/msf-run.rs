@@ -131,8 +131,9 @@ struct Cli {
     #[arg(long, value_parser = one_of::<overlay::Format>(&overlay::Format::NAMES), default_value = "jpg")]
     overlay_format: overlay::Format,
     /// Video: start each frame's slot attention from the previous frame's slots (needs a model
-    /// exported with `msf-export --slots-in`) and match slot ids to the previous frame's, so that
-    /// an id keeps meaning one object. Each input is a new stream.
+    /// exported with `msf-export --slots-in`; without it, with a warning, ids are only matched) and
+    /// match slot ids to the previous frame's, so that an id keeps meaning one object. Each input
+    /// is a new stream.
     #[arg(long)]
     temporal: bool,
     /// Also write the overlays as OUT_DIR/overlay.mp4 (build with --features video); frame rate from
@@ -252,7 +253,21 @@ fn pipeline(cli: &Cli, stop: Arc<AtomicBool>) -> Result<Pipeline> {
     if let Some(t) = cli.threads {
         b = b.threads(t as usize);
     }
-    b.build(&cli.onnx).map_err(|e| match e {
+    let fallback = b.clone();
+    match b.build(&cli.onnx) {
+        // A model exported without --slots-in cannot carry slots from frame to frame; ids are
+        // still matched between frames, which is most of what --temporal is for.
+        Err(Error::NoSlotsInput) => {
+            eprintln!(
+                "msf-run: warning: {} has no `slots_init` input (export it with `msf-export --slots-in` to carry slots between frames); slot ids are matched between frames only",
+                cli.onnx.display()
+            );
+            let matching = msf_runtime::track::TrackerOptions { temporal: false, matching: true, ..Default::default() };
+            fallback.tracker(matching).build(&cli.onnx)
+        }
+        r => r,
+    }
+    .map_err(|e| match e {
         Error::Metadata { source: msf_models::MetadataError::NotMsf, .. } => anyhow!(
             "{e}: here, --preprocess-upstream (e.g. for a torch.onnx export of the upstream model)"
         ),
