@@ -672,3 +672,35 @@ fn an_earlier_run_is_refused_or_replaced_never_mixed() {
     assert!(stderr(&o).contains("no decomposition.json"), "{}", text(&o));
     assert!(stray.join("masks").join("x.png").is_file());
 }
+
+/// `--jsonl -` streams one line per frame on stdout (messages on stderr) and, without `-o`,
+/// writes no file at all; its records are decomposition.json's for the same frames.
+#[test]
+fn jsonl_streams_the_frame_records_and_needs_no_output_folder() {
+    let dir = scratch("jsonl");
+    let folder = fixtures().join("images");
+    let model = models().plain("tiny-slate-msf");
+    let o = Command::new(msf_run_bin()).args(["--onnx".as_ref(), model.as_os_str(), folder.as_os_str(), "--jsonl".as_ref(), "-".as_ref(), "--jobs".as_ref(), "1".as_ref()])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(all_files(&dir).is_empty(), "files written without -o: {:?}", all_files(&dir));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), IMAGES.len() + 1, "one line per frame and a summary");
+    assert_eq!(lines.last().unwrap()["summary"]["frames"], IMAGES.len());
+    assert!(stderr(&o).contains("as JSON lines"), "{}", text(&o));
+
+    let out = dir.join("out");
+    let o = msf_run(&[&"--onnx", &model, &folder, &"-o", &out, &"--jsonl", &dir.join("frames.jsonl"), &"--jobs", &"1", &"--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = read_json(&out.join("decomposition.json"));
+    let file: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("frames.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (i, (a, b)) in log["frames"].as_array().unwrap().iter().zip(file.iter().chain(lines.iter())).enumerate() {
+        for key in ["name", "index", "width", "height", "crop", "mask", "slots"] {
+            assert_eq!(a[key], b[key], "frame {i}: {key}");
+        }
+    }
+    let o = msf_run(&[&"--onnx", &model, &folder, &"--jsonl", &"-", &"--overlay-video"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

@@ -16,6 +16,7 @@ use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use msf_runtime::error::one_line;
 use msf_runtime::pipeline::{ErrorPolicy, FnSink, Outcome, RunReport};
+use msf_runtime::sink::json::JsonLines;
 use msf_runtime::sink::{overlay, FrameWriter, MaskRes, SinkOptions, RUN_JSON};
 use msf_runtime::source::{self, Frame, SourceOptions};
 use msf_runtime::{BackendKind, Decomposer, Decomposition, Error, Pipeline, Provider, Sink};
@@ -50,6 +51,7 @@ Examples:
   msf-run --onnx slate.onnx 'shots/*.png' -o out/ --batch 8 --threads 4 --mask-res model
   msf-export --ckpt best.pth -o slate-t.onnx --slots-in
   msf-run --onnx slate-t.onnx video.mp4 -o out/ --temporal --every 2
+  msf-run --onnx slate-t.onnx /dev/video0 --temporal --jsonl -     # JSON lines on stdout, no files
 
 Exit codes:
   0    all frames decomposed and written
@@ -79,9 +81,14 @@ struct Cli {
     /// Image files, folders, glob patterns, video files or camera devices (see below).
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
-    /// Output folder (created if needed).
-    #[arg(short, long, value_name = "OUT_DIR")]
-    output: PathBuf,
+    /// Output folder (created if needed). May be left out with --jsonl: then no file is written.
+    #[arg(short, long, value_name = "OUT_DIR", required_unless_present = "jsonl")]
+    output: Option<PathBuf>,
+    /// Also (or only, without -o) write one JSON line per frame as it finishes, to FILE or to
+    /// stdout with `-`: the frame records of decomposition.json, then a {"summary": …} line. For
+    /// live sources and pipes; messages then go to stderr.
+    #[arg(long, value_name = "FILE|-")]
+    jsonl: Option<PathBuf>,
     /// Inference engine: tract (pure Rust, CPU) or ort (onnxruntime; build with --features ort).
     #[arg(long, value_parser = one_of::<BackendKind>(&BackendKind::NAMES), default_value = "tract")]
     backend: BackendKind,
@@ -204,6 +211,9 @@ fn check_usage(cli: &Cli) -> std::result::Result<(), String> {
             cli.provider.as_str()
         ));
     }
+    if cli.overlay_video && cli.output.is_none() {
+        return Err("--overlay-video writes OUT_DIR/overlay.mp4: give -o OUT_DIR".into());
+    }
     if cli.overlay_video && !cfg!(feature = "video") {
         return Err("--overlay-video needs a build with `--features video` (FFmpeg)".into());
     }
@@ -313,10 +323,15 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
     };
     let run_info = msf_runtime::sink::json::run_info("msf-run", &cli.onnx, &pipeline, &cli.inputs, &opts, &sink_opts);
     // Checks (and creates) the output folder before the first frame is decoded.
-    let mut writer = FrameWriter::create(&cli.output, sink_opts, run_info)?;
+    let mut writer = cli.output.as_ref().map(|dir| FrameWriter::create(dir, sink_opts, run_info)).transpose()?;
+    let mut lines = match &cli.jsonl {
+        Some(p) if p.as_os_str() == "-" => Some(JsonLines::stdout(cli.mask_res)),
+        Some(p) => Some(JsonLines::create(p, cli.mask_res)?),
+        None => None,
+    };
 
     let bar = progress_bar(cli, frames.len_hint());
-    let say = Say { quiet: cli.quiet, to_stderr: cli.json, bar: bar.clone() };
+    let say = Say { quiet: cli.quiet, to_stderr: cli.json || jsonl_to_stdout(cli), bar: bar.clone() };
     let requested = cli.provider.as_str();
     let fallback = if dec.provider() != requested { format!(" (requested {requested}, fell back)") } else { String::new() };
     say.line(&format!(
@@ -335,23 +350,28 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
         Ok(())
     });
     // The video finishes first, so that the run log records its failure too.
-    let mut video = cli.overlay_video.then(|| overlay_video(&cli.output));
+    let mut video = cli.output.as_ref().filter(|_| cli.overlay_video).map(|dir| overlay_video(dir));
     let mut sinks: Vec<&mut dyn Sink> = Vec::new();
     if let Some(v) = video.as_mut() {
         sinks.push(v.as_mut());
     }
-    sinks.push(&mut writer);
+    if let Some(w) = writer.as_mut() {
+        sinks.push(w);
+    }
+    if let Some(l) = lines.as_mut() {
+        sinks.push(l);
+    }
     sinks.push(&mut progress);
     let report = pipeline.run(frames, &mut sinks);
     bar.finish_and_clear();
-    for p in report.finished_files.iter().filter(|p| p.file_name().is_some_and(|n| n != RUN_JSON)) {
+    for p in report.finished_files.iter().filter(|p| p.extension().is_some_and(|e| e == "mp4")) {
         say.line(&format!("msf-run: overlay video {}", p.display()));
     }
 
     let summary = Summary {
         status: report.outcome.as_str(),
-        frames: writer.frames_written(),
-        files: writer.files_written() + report.finished_files.len() as u64,
+        frames: writer.as_ref().map_or(report.frames, |w| w.frames_written()),
+        files: writer.as_ref().map_or(0, |w| w.files_written()) + report.finished_files.len() as u64,
         seconds: report.seconds,
         total_seconds: t0.elapsed().as_secs_f64(),
         output: cli.output.clone(),
@@ -361,7 +381,7 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
         json_file: report.finished_files.iter().find(|p| p.file_name().is_some_and(|n| n == RUN_JSON)).cloned(),
         skipped: report.skipped.len(),
     };
-    if summary.json_file.is_some() {
+    if summary.json_file.is_some() || (summary.output.is_none() && report.outcome != Outcome::Failed) {
         if !cli.json {
             say.line(&summary.human());
         } else if !cli.quiet {
@@ -391,7 +411,8 @@ struct Summary {
     seconds: f64,
     /// Seconds including model loading.
     total_seconds: f64,
-    output: PathBuf,
+    /// `None`: no output folder (--jsonl only).
+    output: Option<PathBuf>,
     backend: String,
     provider: String,
     error: Option<String>,
@@ -417,14 +438,11 @@ impl Summary {
         })
     }
     fn human(&self) -> String {
-        format!(
-            "msf-run: {} frames in {:.2} s ({:.2} frames/s), {} files in {}",
-            self.frames,
-            self.seconds,
-            self.fps(),
-            self.files,
-            self.output.display()
-        )
+        let place = match &self.output {
+            Some(dir) => format!("{} files in {}", self.files, dir.display()),
+            None => "as JSON lines".to_string(),
+        };
+        format!("msf-run: {} frames in {:.2} s ({:.2} frames/s), {place}", self.frames, self.seconds, self.fps())
     }
 }
 
@@ -483,21 +501,27 @@ fn real_main() -> ExitCode {
         Outcome::Done => ExitCode::SUCCESS,
         Outcome::Interrupted => {
             if !cli.quiet {
-                eprintln!("msf-run: interrupted after {} frames; they are kept in {}", summary.frames, summary.output.display());
+                eprintln!("msf-run: interrupted after {} frames{}", summary.frames, summary.output.as_ref().map_or(String::new(), |d| format!("; they are kept in {}", d.display())));
             }
             ExitCode::from(130)
         }
         Outcome::Failed => {
             let line = report.error_line().unwrap_or_default();
-            eprintln!("msf-run: error: {line} ({})", kept(summary.frames, summary.files, &summary.output));
+            eprintln!("msf-run: error: {line} ({})", kept(summary.frames, summary.files, summary.output.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
-fn kept(frames: u64, files: u64, dir: &Path) -> String {
-    match frames {
-        0 => format!("no frame was written to {}", dir.display()),
-        _ => format!("{frames} frames already written ({files} files) are kept in {}", dir.display()),
+fn kept(frames: u64, files: u64, dir: Option<&PathBuf>) -> String {
+    match (frames, dir) {
+        (0, Some(dir)) => format!("no frame was written to {}", dir.display()),
+        (_, Some(dir)) => format!("{frames} frames already written ({files} files) are kept in {}", dir.display()),
+        (n, None) => format!("{n} frames were written as JSON lines"),
     }
+}
+
+/// `--jsonl -`: the frame lines own stdout, so human messages go to stderr.
+fn jsonl_to_stdout(cli: &Cli) -> bool {
+    cli.jsonl.as_ref().is_some_and(|p| p.as_os_str() == "-")
 }

@@ -265,3 +265,59 @@ mod tests {
         assert_eq!(v["frames"].as_array().unwrap().len(), 0);
     }
 }
+
+/// One JSON line per frame, written and flushed as each frame finishes, for consumers that read a
+/// stream (`msf-run --jsonl -`, a robot's process reading a pipe): the frame records of
+/// `decomposition.json` (without `files`), then one `{"summary": {…}}` line when the run ends.
+pub struct JsonLines {
+    out: Box<dyn Write + Send>,
+    /// Where the lines go, for messages (`-` for stdout).
+    label: PathBuf,
+    mask_res: MaskRes,
+    started: std::time::Instant,
+}
+
+impl JsonLines {
+    /// Lines to standard output.
+    pub fn stdout(mask_res: MaskRes) -> Self {
+        Self::to_writer(Box::new(std::io::stdout()), Path::new("-"), mask_res)
+    }
+
+    /// Lines to a file, created (or truncated) now; a reader can follow it while it grows.
+    pub fn create(path: &Path, mask_res: MaskRes) -> Result<Self> {
+        let f = std::fs::File::create(path).map_err(io_err(path))?;
+        Ok(Self::to_writer(Box::new(f), path, mask_res))
+    }
+
+    pub fn to_writer(out: Box<dyn Write + Send>, label: &Path, mask_res: MaskRes) -> Self {
+        JsonLines { out, label: label.to_path_buf(), mask_res, started: std::time::Instant::now() }
+    }
+
+    fn line(&mut self, v: &Value) -> Result<()> {
+        let label = self.label.clone();
+        serde_json::to_writer(&mut self.out, v).map_err(|e| Error::Write { path: label.clone(), source: e.into() })?;
+        self.out.write_all(b"\n").and_then(|()| self.out.flush()).map_err(io_err(&label))
+    }
+}
+
+impl crate::pipeline::Sink for JsonLines {
+    fn write(&mut self, frame: &Frame, dec: &Decomposition) -> Result<()> {
+        let map = LabelMap::new(dec, self.mask_res);
+        let mut record = frame_record(frame, &frame.name, dec, &map, self.mask_res, Map::new());
+        if let Some(o) = record.as_object_mut() {
+            o.remove("files");
+            o.insert("stream".into(), frame.stream.into());
+            o.insert("done_seconds".into(), self.started.elapsed().as_secs_f64().into());
+        }
+        self.line(&record)
+    }
+
+    fn finish(&mut self, report: &crate::pipeline::RunReport) -> Result<Vec<PathBuf>> {
+        let summary = json!({"summary": {
+            "status": report.outcome.as_str(), "frames": report.frames, "skipped": report.skipped.len(),
+            "seconds": report.seconds, "fps": report.fps(), "error": report.error_line(),
+        }});
+        self.line(&summary)?;
+        Ok(if self.label == Path::new("-") { Vec::new() } else { vec![self.label.clone()] })
+    }
+}
