@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use msf_runtime::sink::json::rle_decode;
+use msf_runtime::sink::json::{rle_decode, rle_from_string};
 use msf_runtime::sink::{png as mask_png, LabelMap, TEMP_SUFFIX};
 use ndarray::{Array2, ArrayD};
 use ndarray_npy::ReadNpyExt;
@@ -243,7 +243,7 @@ fn check_json_against_pngs(out: &Path) -> Value {
         for s in f["slots"].as_array().unwrap() {
             let id = s["id"].as_u64().unwrap() as u8;
             assert_eq!(s["rle"]["size"], serde_json::json!([h, w]));
-            let counts: Vec<u32> = s["rle"]["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as u32).collect();
+            let counts = rle_from_string(s["rle"]["counts"].as_str().unwrap()).unwrap();
             let decoded = rle_decode(h, w, &counts).unwrap();
             let want: Vec<bool> = mask.labels.iter().map(|&l| l == id).collect();
             assert!(decoded == want, "{}: slot {id}: RLE does not decode to the PNG mask", f["name"]);
@@ -264,6 +264,14 @@ fn json_rle_decodes_to_the_png_masks_and_npy_shapes_are_right() {
     let o = msf_run(&[&"--onnx", &model, &a, &b, &"-o", &out, &"--save-attn", &"--json", &"--quiet"]);
     assert!(o.status.success(), "{}", text(&o));
     let j = check_json_against_pngs(&out);
+    assert_eq!(j["schema"], 2);
+    // The ecosystem's own reader takes the RLE as it is (pycocotools.mask.decode / area / toBbox).
+    if let Some(py) = msf_tests::require_python("json_rle_decodes_to_the_png_masks_and_npy_shapes_are_right") {
+        let script = msf_tests::repo_root().join("tests/python/coco_rle_check.py");
+        let c = Command::new(py).arg(&script).arg(&out).output().unwrap();
+        assert!(c.status.success(), "{}", text(&c));
+        eprintln!("{}", String::from_utf8_lossy(&c.stdout).trim());
+    }
     assert_eq!(j["model"]["num_slots"], 5);
     assert_eq!(j["model"]["slot_dim"], 64);
     assert_eq!(j["model"]["backend"], "tract");

@@ -39,7 +39,8 @@ Output folder (-o):
   slots/<name>.npy      slots, float32 (K, D)
   attn/<name>.npy       attention, float32 (K, G, G), with --save-attn
   decomposition.json    model, options, and per frame per slot: area, fraction, bbox [x,y,w,h] and
-                        the mask as COCO RLE ({\"size\":[h,w],\"counts\":[...]}, column-major)
+                        the mask as COCO compressed RLE ({\"size\":[h,w],\"counts\":\"...\"}, what
+                        pycocotools.mask.decode reads as it is); \"schema\": 2
   overlay.mp4           the overlays as a video, with --overlay-video
   Every file is written to a temporary name and renamed, so no half-written file is ever left.
   One folder takes one run: a folder in use by a running msf-run is refused, and so is one that

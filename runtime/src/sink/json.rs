@@ -2,19 +2,20 @@
 //! the images: per slot its area, bounding box and mask as a COCO RLE.
 //!
 //! ```text
-//! { <run info: "model", "options", …>,
+//! { "schema": 2, <run info: "tool", "model", "inputs", "options">,
 //!   "frames": [ { "name", "index", "pts", "width", "height", "crop": {left, top, size},
 //!                 "mask": {"resolution": "frame"|"model", "width", "height", "covered"},
 //!                 "files": {"mask", "overlay", "slots", "attn"},
 //!                 "slots": [ {"id", "area", "fraction", "bbox": [x, y, w, h] | null,
-//!                             "rle": {"size": [h, w], "counts": [...]}} ],
+//!                             "rle": {"size": [h, w], "counts": "<COCO compressed RLE>"}} ],
 //!                 "done_seconds": seconds from the start of writing to this frame's files written } ],
-//!   "summary": {"status", "frames_written", "files_written", …} }
+//!   "summary": {"status", "frames_written", "files_written", "skipped": [{"name", "error"}], …} }
 //! ```
 //! Areas, boxes and RLEs are in pixels of the written mask (`mask.resolution`); `fraction` is the
-//! area over `covered`, the pixels inside the centre crop. The RLE is COCO's uncompressed form:
-//! run lengths over the mask in column-major order, starting with a (possibly empty) run of 0s;
-//! `pycocotools.mask.frPyObjects(rle, h, w)` reads it.
+//! area over `covered`, the pixels inside the centre crop. The RLE is COCO's compressed string
+//! (run lengths over the mask in column-major order, starting with a run of 0s), so that
+//! `pycocotools.mask.decode(slot["rle"])`, `area` and `toBbox` read it as it is ([`rle_string`]).
+//! Schema 1 (before) wrote the uncompressed `counts` list.
 //!
 //! The file is streamed (frames are not kept in memory) into a temporary file that is renamed
 //! into place by [`RunLog::finish`].
@@ -43,6 +44,7 @@ pub fn run_info(
     let dec = pipeline.decomposer();
     let info = dec.info();
     json!({
+        "schema": SCHEMA,
         "tool": {"name": tool, "version": env!("CARGO_PKG_VERSION")},
         "model": {
             "path": model, "kind": info.kind.map(|k| k.as_str()), "backend": dec.backend_name(),
@@ -56,6 +58,63 @@ pub fn run_info(
             "start": source.start, "max_frames": source.max_frames, "temporal": pipeline.is_temporal(),
         },
     })
+}
+
+/// Version of the `decomposition.json` layout (see the module doc).
+pub const SCHEMA: u32 = 2;
+
+/// COCO's compressed RLE string of `counts` (as pycocotools' `encode` writes it): each count,
+/// minus the count two before it from the third on, in 5-bit groups with a continuation bit,
+/// offset into printable ASCII.
+pub fn rle_string(counts: &[u32]) -> String {
+    let mut s = String::new();
+    for (i, &c) in counts.iter().enumerate() {
+        let mut x = i64::from(c) - if i > 2 { i64::from(counts[i - 2]) } else { 0 };
+        loop {
+            let mut group = (x & 0x1f) as u8;
+            x >>= 5;
+            let more = if group & 0x10 != 0 { x != -1 } else { x != 0 };
+            if more {
+                group |= 0x20;
+            }
+            s.push((group + 48) as char);
+            if !more {
+                break;
+            }
+        }
+    }
+    s
+}
+
+/// The counts of a COCO compressed RLE string ([`rle_string`] read back).
+pub fn rle_from_string(s: &str) -> std::result::Result<Vec<u32>, String> {
+    let bytes = s.as_bytes();
+    let mut counts: Vec<u32> = Vec::new();
+    let mut p = 0;
+    while p < bytes.len() {
+        let (mut x, mut k) = (0i64, 0u32);
+        loop {
+            let c = i64::from(*bytes.get(p).ok_or("the string ends inside a count")?) - 48;
+            if !(0..64).contains(&c) || k > 60 {
+                return Err(format!("byte {p} is not part of a COCO RLE string"));
+            }
+            x |= (c & 0x1f) << k;
+            p += 1;
+            k += 5;
+            if c & 0x20 == 0 {
+                if c & 0x10 != 0 {
+                    x |= -1i64 << k;
+                }
+                break;
+            }
+        }
+        let i = counts.len();
+        if i > 2 {
+            x += i64::from(counts[i - 2]);
+        }
+        counts.push(u32::try_from(x).map_err(|_| format!("count {i} is {x}"))?);
+    }
+    Ok(counts)
 }
 
 /// COCO RLE counts of every slot `0..num_slots` of `map`, in one pass over the pixels.
@@ -122,7 +181,7 @@ pub fn frame_record(frame: &Frame, name: &str, dec: &Decomposition, map: &LabelM
                 "area": e.area,
                 "fraction": if covered > 0 { e.area as f64 / covered as f64 } else { 0.0 },
                 "bbox": e.bbox,
-                "rle": {"size": [map.height, map.width], "counts": counts},
+                "rle": {"size": [map.height, map.width], "counts": rle_string(&counts)},
             })
         })
         .collect();
@@ -319,5 +378,29 @@ impl crate::pipeline::Sink for JsonLines {
         }});
         self.line(&summary)?;
         Ok(if self.label == Path::new("-") { Vec::new() } else { vec![self.label.clone()] })
+    }
+}
+
+#[cfg(test)]
+mod rle_tests {
+    use super::*;
+
+    /// pycocotools 2.0.11: `mask.encode(np.asfortranarray(np.eye(4, dtype=np.uint8)))['counts']`
+    /// is `b'01400000'` (counts [0, 1, 4, 1, 4, 1, 4, 1]); the strings round-trip for any counts.
+    #[test]
+    fn compressed_rle_is_cocos() {
+        assert_eq!(rle_string(&[0, 1, 4, 1, 4, 1, 4, 1]), "01400000");
+        assert_eq!(rle_from_string("01400000").unwrap(), [0, 1, 4, 1, 4, 1, 4, 1]);
+        let mut seed = 7u64;
+        for n in 0..200 {
+            let counts: Vec<u32> = (0..n % 17)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((seed >> 33) as u32) >> (seed % 28)
+                })
+                .collect();
+            assert_eq!(rle_from_string(&rle_string(&counts)).unwrap(), counts, "{counts:?}");
+        }
+        assert!(rle_from_string("0\u{7f}").is_err());
     }
 }
