@@ -116,6 +116,11 @@ fn attr<'a>(n: &'a Node, name: &str) -> Option<&'a Attribute> {
     n.attribute.iter().find(|a| a.name.as_deref() == Some(name))
 }
 
+/// `x >= min`, false for NaN: every size check must refuse a NaN, so none is written negated.
+fn at_least(x: f64, min: f64) -> bool {
+    x >= min
+}
+
 /// Elements of a shape, saturating (a bound, not a count).
 fn numel(dims: &[u64]) -> f64 {
     dims.iter().map(|&d| d as f64).product()
@@ -274,7 +279,7 @@ pub(crate) fn check_graph(graph: &Graph, inputs: &[(&str, Vec<u64>)], limits: &L
         let elem = |i: usize| input(i).map_or(4, |c| elem_bytes(c.data_type));
         let bound = |elements: f64, bytes_per: u64| -> Result<(), String> {
             let bytes = elements * bytes_per as f64;
-            if !(bytes <= limits.max_tensor_bytes as f64) {
+            if !at_least(limits.max_tensor_bytes as f64, bytes) {
                 return Err(limits.tensor_too_large(&format!("{op} node{}'s output", name()), if bytes.is_finite() { bytes as u64 } else { u64::MAX }));
             }
             Ok(())
@@ -282,7 +287,7 @@ pub(crate) fn check_graph(graph: &Graph, inputs: &[(&str, Vec<u64>)], limits: &L
         // An op that multiplies its input's size by `growth`: exact when the input is a known
         // constant, else a bound on the factor (the typed check then bounds the real size).
         let grown = |growth: f64| -> Result<(), String> {
-            if !(growth >= 0.0) {
+            if !at_least(growth, 0.0) {
                 return fail(format!("size factor {growth} is not a number ≥ 0"));
             }
             match dims(0) {
@@ -307,7 +312,7 @@ pub(crate) fn check_graph(graph: &Graph, inputs: &[(&str, Vec<u64>)], limits: &L
             "Resize" | "Upsample" => {
                 let scales = if op == "Resize" { 2 } else { 1 };
                 if let Some(sizes) = values(3).filter(|v| !v.is_empty()) {
-                    if sizes.iter().any(|&s| !(s >= 0.0)) {
+                    if sizes.iter().any(|&s| !at_least(s, 0.0)) {
                         return fail(format!("sizes {sizes:?} must be ≥ 0"));
                     }
                     bound(sizes.iter().product(), elem(0))?;
@@ -320,7 +325,7 @@ pub(crate) fn check_graph(graph: &Graph, inputs: &[(&str, Vec<u64>)], limits: &L
             }
             "Tile" => {
                 if let Some(r) = values(1) {
-                    if r.iter().any(|&r| !(r >= 0.0)) {
+                    if r.iter().any(|&r| !at_least(r, 0.0)) {
                         return fail(format!("repeats {r:?} must be ≥ 0"));
                     }
                     grown(r.iter().map(|&r| r.max(1.0)).product())?;
@@ -329,7 +334,7 @@ pub(crate) fn check_graph(graph: &Graph, inputs: &[(&str, Vec<u64>)], limits: &L
             "Expand" => {
                 if let Some(shape) = values(1) {
                     // Runtimes read sizes as unsigned: a negative one is a huge one.
-                    if shape.iter().any(|&s| !(s >= 0.0)) {
+                    if shape.iter().any(|&s| !at_least(s, 0.0)) {
                         return fail(format!("shape {shape:?} must be ≥ 0"));
                     }
                     let mut out = shape.iter().map(|&s| s.max(1.0) as u64).collect::<Vec<_>>();
@@ -341,7 +346,7 @@ pub(crate) fn check_graph(graph: &Graph, inputs: &[(&str, Vec<u64>)], limits: &L
             }
             "ConstantOfShape" => {
                 if let Some(shape) = values(0) {
-                    if shape.iter().any(|&s| !(s >= 0.0)) {
+                    if shape.iter().any(|&s| !at_least(s, 0.0)) {
                         return fail(format!("shape {shape:?} must be ≥ 0"));
                     }
                     let per = attr(n, "value").and_then(|a| a.t.as_ref()).map_or(4, |t| elem_bytes(t.data_type.unwrap_or(1)));
@@ -371,7 +376,7 @@ pub(crate) fn check_graph(graph: &Graph, inputs: &[(&str, Vec<u64>)], limits: &L
             }
             "OneHot" => {
                 if let Some([depth]) = values(1) {
-                    if !(*depth >= 1.0) {
+                    if !at_least(*depth, 1.0) {
                         return fail(format!("depth {depth} must be ≥ 1"));
                     }
                     grown(*depth)?;
