@@ -11,7 +11,7 @@ use std::fmt;
 
 /// Documented bounds, with overrides: the builder setters of each surface, or the environment
 /// variables `MSF_MAX_NODES` and `MSF_MAX_TENSOR_MB` (read by [`Limits::default`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
     /// Nodes in the graph, subgraphs included. The full-size export has ~500, a `torch.onnx`
     /// export of the same model ~2 000.
@@ -19,12 +19,19 @@ pub struct Limits {
     /// Bytes of any one tensor the graph makes, at the batch size it runs with. The largest
     /// tensor of the full-size model at batch 16 is ~30 MB.
     pub max_tensor_bytes: u64,
+    /// Multiply-adds per frame, in billions, as the runtime's cost model counts them once the
+    /// graph is typed: a small graph can ask for hours of arithmetic (an `Einsum` over the whole
+    /// image). The full-size model needs 6.4 (tract's count): the default allows ~4× that.
+    pub max_gfma_per_frame: f64,
 }
 
 /// Default node bound.
 pub const DEFAULT_MAX_NODES: usize = 20_000;
 /// Default tensor bound: 256 MiB.
 pub const DEFAULT_MAX_TENSOR_BYTES: u64 = 256 << 20;
+/// Default compute bound, in billions of multiply-adds per frame.
+pub const DEFAULT_MAX_GFMA_PER_FRAME: f64 = 24.0;
+
 /// How much one op may multiply its input's size when that input is not a known constant
 /// (`Resize` scales, `Tile` repeats). MSF graphs upsample 16×16 attention to the mask size: ×256.
 pub const MAX_GROWTH: f64 = 65_536.0;
@@ -35,6 +42,7 @@ impl Default for Limits {
         Limits {
             max_nodes: env("MSF_MAX_NODES").map_or(DEFAULT_MAX_NODES, |v| v as usize),
             max_tensor_bytes: env("MSF_MAX_TENSOR_MB").map_or(DEFAULT_MAX_TENSOR_BYTES, |mb| mb.saturating_mul(1 << 20)),
+            max_gfma_per_frame: env("MSF_MAX_GFMA").map_or(DEFAULT_MAX_GFMA_PER_FRAME, |g| g as f64),
         }
     }
 }
@@ -538,7 +546,7 @@ mod tests {
     fn check(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> Result<(), String> {
         let g = GraphProto { node: nodes, initializer: inits, ..Default::default() };
         let g = Graph::decode(g.encode_to_vec().as_slice()).unwrap();
-        check_graph(&g, &[("image", vec![1, 3, 256, 256])], &Limits { max_nodes: 100, max_tensor_bytes: 1 << 20 })
+        check_graph(&g, &[("image", vec![1, 3, 256, 256])], &Limits { max_nodes: 100, max_tensor_bytes: 1 << 20, ..Limits::default() })
     }
 
     fn out(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {

@@ -331,6 +331,8 @@ def hostile_models(exported: str, out: str) -> None:
           h.make_node("Expand", ["onef", "sh"], ["hostile"])],
           [big, c("one", np.array([1], np.int64)), c("kilo", np.int64(1000)), c("onef", np.ones(1, np.float32))])
     model("model-op-einsum.onnx", [h.make_node("Einsum", ["image", "image"], ["hostile"], equation="bchw,bcxy->bhwxy")])
+    # A one-number output that costs 3·256⁶ multiply-adds: hours of arithmetic, no large tensor.
+    model("model-op-einsum-work.onnx", [h.make_node("Einsum", ["image", "image", "image"], ["hostile"], equation="bchw,bcxy,bcuv->b")])
     # Class 2: sizes that explode while loading or per frame.
     model("model-op-resize-huge.onnx", [h.make_node("Resize", ["image", "", "scales"], ["hostile"], mode="nearest")],
           [c("scales", np.array([1, 1, 4096, 4096], np.float32))])

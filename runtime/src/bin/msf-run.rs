@@ -68,6 +68,7 @@ Limits (each refused with one line, before anything large is allocated):
   --max-image-pixels   pixels of one input image (default 16384x16384)
   --max-nodes          nodes of the model's graph (default 20000)
   --max-tensor-mb      any one tensor of the graph at the batch size used (default 256 MiB)
+  --max-gfma           billions of multiply-adds per frame (default 24; the full-size model needs 6.4)
   --decode-ahead-mb    decoded frames held at once, plus one frame (default 256 MiB)
   --jobs/--threads/--batch at most 256; one output folder is used by one run at a time";
 
@@ -180,6 +181,10 @@ struct Cli {
     /// or MSF_MAX_TENSOR_MB.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
     max_tensor_mb: Option<u64>,
+    /// Refuse models that need more than this many billion multiply-adds per frame (counted on
+    /// the typed graph before anything runs; the full-size model needs 6.4). Default 24, or MSF_MAX_GFMA.
+    #[arg(long, value_name = "G", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_gfma: Option<u32>,
     /// MiB of decoded frames held at once (decoded ahead or waiting for their call), whatever
     /// --jobs and --batch; one frame is always allowed.
     #[arg(long, value_name = "MIB", default_value_t = (msf_runtime::pipeline::DEFAULT_DECODE_AHEAD_BYTES >> 20) as u64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
@@ -244,6 +249,9 @@ fn pipeline(cli: &Cli, stop: Arc<AtomicBool>) -> Result<Pipeline> {
     }
     if let Some(mb) = cli.max_tensor_mb {
         limits.max_tensor_bytes = mb << 20;
+    }
+    if let Some(g) = cli.max_gfma {
+        limits.max_gfma_per_frame = f64::from(g);
     }
     let mut dec = Decomposer::builder().backend(cli.backend).provider(cli.provider).allow_fallback(cli.allow_fallback).limits(limits);
     if cli.preprocess_upstream {

@@ -45,8 +45,25 @@ fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<
 }
 
 /// Every tensor of the typed graph must have a size known before running (a size taken from the
-/// pixels could be anything) and fit in `limits`: checked before tract allocates any of them.
+/// pixels could be anything) and fit in `limits`, and a frame's arithmetic must fit too: checked
+/// before tract allocates or computes any of it.
 fn check_typed(model: &TypedModel, batch: usize, limits: &msf_models::Limits) -> std::result::Result<(), String> {
+    let mut fma = 0f64;
+    for node in model.nodes() {
+        let inputs = model.node_input_facts(node.id).map_err(|e| e.to_string())?;
+        for (cost, n) in node.op.cost(&inputs).unwrap_or_default() {
+            if matches!(cost, tract_onnx::tract_core::ops::Cost::FMA(_)) {
+                fma += n.to_i64().map_or(f64::INFINITY, |n| n as f64);
+            }
+        }
+    }
+    let per_frame = fma / batch as f64 / 1e9;
+    if !(per_frame <= limits.max_gfma_per_frame) {
+        return Err(format!(
+            "a frame needs {per_frame:.1} billion multiply-adds (limit {}; raise it with --max-gfma or MSF_MAX_GFMA if the model is meant to)",
+            limits.max_gfma_per_frame
+        ));
+    }
     for node in model.nodes() {
         for (slot, out) in node.outputs.iter().enumerate() {
             let what = || format!("tensor `{}`{} at batch {batch}", node.name, if slot > 0 { format!(" (output {slot})") } else { String::new() });
