@@ -125,7 +125,8 @@ fn compare_with_cli(model: &Path, img: &image::RgbImage, name: &str, want: &[u8]
     }
     let input = work.join(name);
     img.save(&input).expect("write the input PNG");
-    let out = work.join("cli-out");
+    // One folder per image: a folder that holds an earlier run is refused.
+    let out = work.join(format!("cli-out-{}", name.replace('.', "_")));
     run(Command::new(&cli)
         .arg("--onnx")
         .arg(model)

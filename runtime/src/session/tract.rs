@@ -48,6 +48,19 @@ fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<
 /// pixels could be anything) and fit in `limits`, and a frame's arithmetic must fit too: checked
 /// before tract allocates or computes any of it.
 fn check_typed(model: &TypedModel, batch: usize, limits: &msf_models::Limits) -> std::result::Result<(), String> {
+    for node in model.nodes() {
+        for (slot, out) in node.outputs.iter().enumerate() {
+            let what = || format!("tensor `{}`{} at batch {batch}", node.name, if slot > 0 { format!(" (output {slot})") } else { String::new() });
+            let Some(shape) = out.fact.shape.as_concrete() else {
+                return Err(format!("{}: its shape {:?} depends on the pixels; an MSF graph has fixed sizes", what(), out.fact.shape));
+            };
+            let elements = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+            let bytes = elements.and_then(|e| e.checked_mul(out.fact.datum_type.size_of() as u64)).unwrap_or(u64::MAX);
+            if bytes > limits.max_tensor_bytes {
+                return Err(limits.tensor_too_large(&what(), bytes));
+            }
+        }
+    }
     let mut fma = 0f64;
     for node in model.nodes() {
         let inputs = model.node_input_facts(node.id).map_err(|e| e.to_string())?;
@@ -63,19 +76,6 @@ fn check_typed(model: &TypedModel, batch: usize, limits: &msf_models::Limits) ->
             "a frame needs {per_frame:.1} billion multiply-adds (limit {}; raise it with --max-gfma or MSF_MAX_GFMA if the model is meant to)",
             limits.max_gfma_per_frame
         ));
-    }
-    for node in model.nodes() {
-        for (slot, out) in node.outputs.iter().enumerate() {
-            let what = || format!("tensor `{}`{} at batch {batch}", node.name, if slot > 0 { format!(" (output {slot})") } else { String::new() });
-            let Some(shape) = out.fact.shape.as_concrete() else {
-                return Err(format!("{}: its shape {:?} depends on the pixels; an MSF graph has fixed sizes", what(), out.fact.shape));
-            };
-            let elements = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
-            let bytes = elements.and_then(|e| e.checked_mul(out.fact.datum_type.size_of() as u64)).unwrap_or(u64::MAX);
-            if bytes > limits.max_tensor_bytes {
-                return Err(limits.tensor_too_large(&what(), bytes));
-            }
-        }
     }
     Ok(())
 }
