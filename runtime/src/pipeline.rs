@@ -162,6 +162,8 @@ pub struct PipelineBuilder {
     jobs: Option<usize>,
     batch: Option<usize>,
     temporal: Option<TrackerOptions>,
+    /// Temporal mode carries slots only where the model has the `slots_init` input.
+    temporal_auto: bool,
     live: bool,
     errors: ErrorPolicy,
     stop: Option<Arc<AtomicBool>>,
@@ -200,6 +202,13 @@ impl PipelineBuilder {
         self
     }
     /// Temporal mode with explicit tracker options.
+    /// Temporal mode as far as the model allows: slot ids matched between frames always, slots
+    /// carried from frame to frame when the model has the `slots_init` input (else
+    /// [`Pipeline::carries_slots`] is false and the caller may say so).
+    pub fn temporal_auto(mut self, on: bool) -> Self {
+        self.temporal_auto = on;
+        self.temporal(on)
+    }
     pub fn tracker(mut self, opts: TrackerOptions) -> Self {
         self.temporal = Some(opts);
         self
@@ -254,7 +263,10 @@ impl PipelineBuilder {
         self.check()?;
         let jobs = self.resolved_jobs();
         let tracker = match &self.temporal {
-            Some(opts) => Some(Tracker::with_options(dec.clone(), opts.clone())?),
+            Some(opts) => {
+                let carry = opts.temporal && (dec.info().slots_input || !self.temporal_auto);
+                Some(Tracker::with_options(dec.clone(), TrackerOptions { temporal: carry, ..opts.clone() })?)
+            }
             None => None,
         };
         Ok(Pipeline {
@@ -326,6 +338,10 @@ impl Pipeline {
     }
     pub fn is_temporal(&self) -> bool {
         self.tracker.lock().expect("tracker lock").is_some()
+    }
+    /// Each frame's slot attention starts from the previous frame's slots.
+    pub fn carries_slots(&self) -> bool {
+        self.tracker.lock().expect("tracker lock").as_ref().is_some_and(|t| t.options().temporal)
     }
     /// Raise it (from any thread) to stop after the frames in flight.
     pub fn stop_flag(&self) -> Arc<AtomicBool> {

@@ -255,3 +255,15 @@ fn decode_ahead_is_bounded_by_bytes_not_frames() {
     let report = pipeline.run(Box::new(Counted(video(0, 24, 64, 0).into(), taken.clone())), &mut [&mut FnSink::new(|_: &Frame, _: &Decomposition| Ok(()))]);
     assert_eq!(report.frames, 24);
 }
+
+/// `temporal_auto` matches ids on any model and carries slots only where the model has the input;
+/// `temporal` alone refuses a model without it.
+#[test]
+fn temporal_auto_carries_slots_only_where_the_model_can() {
+    let Some(_) = require_fixtures("temporal_auto_carries_slots_only_where_the_model_can") else { return };
+    let plain = Pipeline::builder().temporal_auto(true).build(&FixtureModel::slate(false)).unwrap();
+    assert!(plain.is_temporal() && !plain.carries_slots());
+    let with_input = Pipeline::builder().temporal_auto(true).build(&FixtureModel::slate(true)).unwrap();
+    assert!(with_input.carries_slots());
+    assert!(matches!(Pipeline::builder().temporal(true).build(&FixtureModel::slate(false)), Err(Error::NoSlotsInput)));
+}

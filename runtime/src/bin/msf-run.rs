@@ -261,7 +261,7 @@ fn pipeline(cli: &Cli, stop: Arc<AtomicBool>) -> Result<Pipeline> {
     let mut b = Pipeline::builder()
         .decomposer(dec)
         .batch(cli.batch as usize)
-        .temporal(cli.temporal)
+        .temporal_auto(cli.temporal)
         .on_error(cli.on_error)
         .decode_ahead_bytes((cli.decode_ahead_mb << 20) as usize)
         .live(cli.inputs.iter().any(|p| p.starts_with("/dev")))
@@ -272,20 +272,7 @@ fn pipeline(cli: &Cli, stop: Arc<AtomicBool>) -> Result<Pipeline> {
     if let Some(t) = cli.threads {
         b = b.threads(t as usize);
     }
-    let fallback = b.clone();
-    match b.build(&cli.onnx) {
-        // A model exported without --slots-in cannot carry slots from frame to frame; ids are
-        // still matched between frames, which is most of what --temporal is for.
-        Err(Error::NoSlotsInput) => {
-            eprintln!(
-                "msf-run: warning: {} has no `slots_init` input (export it with `msf-export --slots-in` to carry slots between frames); slot ids are matched between frames only",
-                cli.onnx.display()
-            );
-            let matching = msf_runtime::track::TrackerOptions { temporal: false, matching: true, ..Default::default() };
-            fallback.tracker(matching).build(&cli.onnx)
-        }
-        r => r,
-    }
+    b.build(&cli.onnx)
     .map_err(|e| match e {
         Error::Metadata { source: msf_models::MetadataError::NotMsf, .. } => anyhow!(
             "{e}: here, --preprocess-upstream (e.g. for a torch.onnx export of the upstream model)"
@@ -333,11 +320,7 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
     let run_info = msf_runtime::sink::json::run_info("msf-run", &cli.onnx, &pipeline, &cli.inputs, &opts, &sink_opts);
     // Checks (and creates) the output folder before the first frame is decoded.
     let mut writer = cli.output.as_ref().map(|dir| FrameWriter::create(dir, sink_opts, run_info)).transpose()?;
-    let mut lines = match &cli.jsonl {
-        Some(p) if p.as_os_str() == "-" => Some(JsonLines::stdout(cli.mask_res)),
-        Some(p) => Some(JsonLines::create(p, cli.mask_res)?),
-        None => None,
-    };
+    let mut lines = cli.jsonl.as_ref().map(|p| JsonLines::open(p, cli.mask_res)).transpose()?;
 
     let bar = progress_bar(cli, frames.len_hint());
     let say = Say { quiet: cli.quiet, to_stderr: cli.json || jsonl_to_stdout(cli), bar: bar.clone() };
@@ -353,6 +336,13 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
         if cli.temporal { "temporal".to_string() } else { format!("frames independent, {} job(s)", pipeline.jobs()) }
     ));
     say.line(&format!("msf-run: input {}", frames.describe()));
+    if cli.temporal && !pipeline.carries_slots() {
+        // Ids are still matched between frames, which is most of what --temporal is for.
+        eprintln!(
+            "msf-run: warning: {} has no `slots_init` input (export it with `msf-export --slots-in` to carry slots between frames); slot ids are matched between frames only",
+            cli.onnx.display()
+        );
+    }
 
     let mut progress = FnSink::new(|_: &Frame, _: &Decomposition| {
         bar.inc(1);
@@ -532,5 +522,5 @@ fn kept(frames: u64, files: u64, dir: Option<&PathBuf>) -> String {
 
 /// `--jsonl -`: the frame lines own stdout, so human messages go to stderr.
 fn jsonl_to_stdout(cli: &Cli) -> bool {
-    cli.jsonl.as_ref().is_some_and(|p| p.as_os_str() == "-")
+    cli.jsonl.as_deref().is_some_and(JsonLines::is_stdout)
 }

@@ -348,6 +348,20 @@ impl JsonLines {
         Ok(Self::to_writer(Box::new(f), path, mask_res))
     }
 
+    /// [`Self::stdout`] for the path `-` (the usual command-line spelling), else [`Self::create`].
+    pub fn open(path: &Path, mask_res: MaskRes) -> Result<Self> {
+        if Self::is_stdout(path) {
+            Ok(Self::stdout(mask_res))
+        } else {
+            Self::create(path, mask_res)
+        }
+    }
+
+    /// Whether `path` names standard output (`-`).
+    pub fn is_stdout(path: &Path) -> bool {
+        path.as_os_str() == "-"
+    }
+
     pub fn to_writer(out: Box<dyn Write + Send>, label: &Path, mask_res: MaskRes) -> Self {
         JsonLines { out, label: label.to_path_buf(), mask_res, started: std::time::Instant::now() }
     }
@@ -377,7 +391,7 @@ impl crate::pipeline::Sink for JsonLines {
             "seconds": report.seconds, "fps": report.fps(), "error": report.error_line(),
         }});
         self.line(&summary)?;
-        Ok(if self.label == Path::new("-") { Vec::new() } else { vec![self.label.clone()] })
+        Ok(if Self::is_stdout(&self.label) { Vec::new() } else { vec![self.label.clone()] })
     }
 }
 
