@@ -13,6 +13,7 @@
 //! ```
 
 use crate::error::{Error, Result};
+use crate::fit::{Fit, Placement};
 use crate::model::ModelInfo;
 use crate::preprocess::Preprocessor;
 use crate::view::ImageView;
@@ -50,20 +51,25 @@ pub struct Decomposition {
     pub num_slots: usize,
     pub slot_dim: usize,
     pub grid: usize,
-    /// Side of [`Self::mask`] (the model's 256×256 view of the centre crop).
+    /// Side of [`Self::mask`] (the model's 256×256 view).
     pub mask_size: usize,
     /// (K, D) row-major.
     pub slots: Vec<f32>,
     /// (K, G, G) softmax-over-slots attention of the last iteration.
     pub attn: Vec<f32>,
-    /// (M, M) slot index per pixel of the centre crop.
+    /// (M, M) slot index per pixel of the model's view ([`Self::placement`]).
     pub mask: Vec<u8>,
     pub frame_width: u32,
     pub frame_height: u32,
-    pub crop: CropBox,
+    /// Where [`Self::mask`] lies in the frame (see [`crate::fit`]).
+    pub placement: Placement,
+    /// With [`Fit::Tiles`]: the merged labels at frame resolution (`mask` is then a stretched
+    /// overview of them); `None` when `mask` is the one model view.
+    pub frame_labels: Option<Vec<u8>>,
 }
 
-/// Value used outside the centre crop by [`Decomposition::mask_in_frame`] (DAVIS "void").
+/// Value used where no view covers the frame (outside the centre crop of [`Fit::Crop`]) by
+/// [`Decomposition::mask_in_frame`] (DAVIS "void").
 pub const VOID: u8 = 255;
 
 impl Decomposition {
@@ -121,33 +127,41 @@ impl Decomposition {
         b
     }
 
-    /// The mask at the original frame's resolution (nearest neighbour inside the centre crop,
-    /// [`VOID`] outside it), row-major `frame_height × frame_width`.
+    /// The mask at the original frame's resolution, row-major `frame_height × frame_width`:
+    /// nearest neighbour over the placement, [`VOID`] where no view covers the frame (outside the
+    /// centre crop of [`Fit::Crop`]).
     ///
     /// ```
     /// # let model = msf_tests::FixtureModel::slate(false);
-    /// # let dec = msf_runtime::Decomposer::builder().build(&model)?;
+    /// use msf_runtime::{fit::Fit, Decomposer, ImageView, PixelFormat};
     /// let buf = vec![128u8; 640 * 480 * 3];
-    /// let d = dec.decompose(&msf_runtime::ImageView::packed(&buf, 640, 480, msf_runtime::PixelFormat::Bgr8)?)?;
+    /// let frame = ImageView::packed(&buf, 640, 480, PixelFormat::Bgr8)?;
+    /// let d = Decomposer::builder().fit(Fit::Crop).build(&model)?.decompose(&frame)?;
     /// let m = d.mask_in_frame();
     /// assert_eq!(m.len(), 640 * 480);
     /// assert_eq!(m[0], msf_runtime::decompose::VOID); // left of the centred 480×480 crop
     /// assert!((m[240 * 640 + 320] as usize) < d.num_slots);
+    /// // The other fits cover the whole frame.
+    /// for fit in [Fit::Stretch, Fit::Pad, Fit::Tiles] {
+    ///     let d = Decomposer::builder().fit(fit).build(&model)?.decompose(&frame)?;
+    ///     assert!(d.covers_frame() && d.mask_in_frame().iter().all(|&s| (s as usize) < d.num_slots));
+    /// }
     /// # Ok::<(), msf_runtime::Error>(())
     /// ```
     pub fn mask_in_frame(&self) -> Vec<u8> {
-        let (w, h) = (self.frame_width as usize, self.frame_height as usize);
-        let c = self.crop;
-        let m = self.mask_size;
-        let mut out = vec![VOID; w * h];
-        let map: Vec<usize> = (0..c.size as usize).map(|i| ((2 * i + 1) * m / (2 * c.size as usize)).min(m - 1)).collect();
-        for (yy, my) in map.iter().enumerate() {
-            let row = &mut out[(c.top as usize + yy) * w + c.left as usize..][..c.size as usize];
-            for (o, mx) in row.iter_mut().zip(&map) {
-                *o = self.mask[my * m + mx];
-            }
+        if let Some(l) = &self.frame_labels {
+            return l.clone();
         }
+        let (w, h) = (self.frame_width as usize, self.frame_height as usize);
+        let mut out = vec![VOID; w * h];
+        self.placement.paint(&self.mask, self.mask_size, &mut out, w);
         out
+    }
+
+    /// Whether every frame pixel has a slot ([`Self::mask_in_frame`] has no [`VOID`]).
+    pub fn covers_frame(&self) -> bool {
+        let f = self.placement.frame;
+        self.frame_labels.is_some() || (f.x, f.y, f.width, f.height) == (0, 0, self.frame_width, self.frame_height)
     }
 
     /// Reorder slots (and relabel the mask) so that new slot `i` is old slot `order[i]`.
@@ -165,6 +179,9 @@ impl Decomposition {
             self.attn[new * g2..(new + 1) * g2].copy_from_slice(&attn[old * g2..(old + 1) * g2]);
         }
         for m in &mut self.mask {
+            *m = inverse[*m as usize];
+        }
+        for m in self.frame_labels.iter_mut().flatten() {
             *m = inverse[*m as usize];
         }
     }
@@ -186,6 +203,7 @@ impl Decomposition {
 #[derive(Clone, Debug, Default)]
 pub struct DecomposerBuilder {
     opts: SessionOptions,
+    fit: Fit,
 }
 
 impl DecomposerBuilder {
@@ -223,6 +241,13 @@ impl DecomposerBuilder {
         self.opts.limits = limits;
         self
     }
+    /// How frames that are not square are fitted into the model's input ([`Fit`]; default
+    /// [`Fit::Stretch`]: masks cover the whole frame; [`Fit::Crop`] is upstream's centre crop, for
+    /// comparisons with upstream).
+    pub fn fit(mut self, fit: Fit) -> Self {
+        self.fit = fit;
+        self
+    }
     /// Preprocessing for graphs without MSF metadata (e.g. a plain `torch.onnx.export`).
     pub fn preprocess(mut self, p: msf_models::Preprocess) -> Self {
         self.opts.preprocess_override = Some(p);
@@ -231,7 +256,7 @@ impl DecomposerBuilder {
     /// Load an ONNX file written by `msf-export` (read once, checked against the MSF contract).
     pub fn build(self, path: impl AsRef<Path>) -> Result<Decomposer> {
         let backend = session::load(path.as_ref(), &self.opts)?;
-        Ok(Decomposer { backend, pool: Mutex::new(Vec::new()) })
+        Ok(Decomposer { backend, fit: self.fit, pool: Mutex::new(Vec::new()) })
     }
 
     /// Load a model held in memory, e.g. shipped inside the application with `include_bytes!`.
@@ -245,7 +270,7 @@ impl DecomposerBuilder {
     /// ```
     pub fn build_from_bytes(self, onnx: &[u8]) -> Result<Decomposer> {
         let backend = session::load_bytes(onnx, &self.opts)?;
-        Ok(Decomposer { backend, pool: Mutex::new(Vec::new()) })
+        Ok(Decomposer { backend, fit: self.fit, pool: Mutex::new(Vec::new()) })
     }
 }
 
@@ -279,6 +304,7 @@ impl DecomposerBuilder {
 /// ```
 pub struct Decomposer {
     backend: Box<dyn Backend>,
+    fit: Fit,
     /// Reusable preprocessors (scratch buffers), one per concurrent caller.
     pool: Mutex<Vec<Preprocessor>>,
 }
@@ -299,6 +325,10 @@ impl Decomposer {
     pub fn provider(&self) -> &str {
         self.backend.provider()
     }
+    /// How frames are fitted into the model's input.
+    pub fn fit(&self) -> Fit {
+        self.fit
+    }
     /// Learned initial slots (1,K,D), when the graph has the `slots_init` input.
     pub fn default_slots(&self) -> Option<&[f32]> {
         self.backend.default_slots()
@@ -315,13 +345,28 @@ impl Decomposer {
         r
     }
 
-    /// Preprocess frames into one (B,3,S,S) batch.
+    /// The model views of each frame under [`Self::fit`] (one each, several with tiles).
+    fn placements(&self, views: &[ImageView]) -> Result<Vec<Vec<Placement>>> {
+        let size = self.info().preprocess.image_size as u32;
+        views.iter().map(|v| self.fit.placements(v.width(), v.height(), size)).collect()
+    }
+
+    /// Preprocess frames into one (B,3,S,S) batch, one image per model view.
     pub fn preprocess_batch(&self, views: &[ImageView]) -> Result<Vec<f32>> {
+        let placed = self.placements(views)?;
+        self.preprocess_placed(views, &placed)
+    }
+
+    fn preprocess_placed(&self, views: &[ImageView], placed: &[Vec<Placement>]) -> Result<Vec<f32>> {
         self.with_preprocessor(|pre| {
             let n = pre.output_len();
-            let mut input = vec![0.0; n * views.len()];
-            for (v, out) in views.iter().zip(input.chunks_exact_mut(n)) {
-                pre.run(v, out)?;
+            let count: usize = placed.iter().map(Vec::len).sum();
+            let mut input = vec![0.0; n * count];
+            let mut outs = input.chunks_exact_mut(n);
+            for (v, ps) in views.iter().zip(placed) {
+                for (p, out) in ps.iter().zip(&mut outs) {
+                    pre.run_placed(v, p, out)?;
+                }
             }
             Ok(input)
         })
@@ -365,13 +410,36 @@ impl Decomposer {
                 return Err(Error::SlotsShape { got: s.len(), expected: want });
             }
         }
-        let input = self.preprocess_batch(views)?;
-        let raw = self.backend.run(&input, views.len(), slots_init)?;
-        split_outputs(info, raw, views)
+        let placed = self.placements(views)?;
+        let count: usize = placed.iter().map(Vec::len).sum();
+        if slots_init.is_some() && count != views.len() {
+            return Err(Error::InvalidConfig(format!(
+                "carried slots need one model view per frame; fit `{}` gives several: use crop, stretch or pad",
+                self.fit
+            )));
+        }
+        if count > MAX_VIEWS_PER_CALL {
+            return Err(Error::InvalidConfig(format!("{count} model views in one call (at most {MAX_VIEWS_PER_CALL}): pass fewer frames at a time")));
+        }
+        let input = self.preprocess_placed(views, &placed)?;
+        let raw = self.backend.run(&input, count, slots_init)?;
+        let frames: Vec<(&ImageView, Placement)> = views.iter().zip(&placed).flat_map(|(v, ps)| ps.iter().map(move |p| (v, *p))).collect();
+        let mut parts = split_outputs(info, raw, &frames)?.into_iter();
+        Ok(views
+            .iter()
+            .zip(&placed)
+            .map(|(v, ps)| {
+                let tiles: Vec<Decomposition> = parts.by_ref().take(ps.len()).collect();
+                crate::fit::merge_tiles(tiles, v.width(), v.height())
+            })
+            .collect())
     }
 }
 
-fn split_outputs(info: &ModelInfo, raw: RawOutputs, views: &[ImageView]) -> Result<Vec<Decomposition>> {
+/// Most model views one call runs as a batch (frames × tiles); bounds the batch the backend plans.
+pub const MAX_VIEWS_PER_CALL: usize = 1024;
+
+fn split_outputs(info: &ModelInfo, raw: RawOutputs, views: &[(&ImageView, Placement)]) -> Result<Vec<Decomposition>> {
     let (k, d, g, m) = (info.num_slots, info.slot_dim, info.grid, info.mask_size);
     let b = views.len();
     let bad = |what: &str, got: usize, want: usize| Error::inference("output", format!("`{what}` has {got} values, expected {want}"));
@@ -387,7 +455,7 @@ fn split_outputs(info: &ModelInfo, raw: RawOutputs, views: &[ImageView]) -> Resu
     Ok(views
         .iter()
         .enumerate()
-        .map(|(i, v)| Decomposition {
+        .map(|(i, (v, placement))| Decomposition {
             num_slots: k,
             slot_dim: d,
             grid: g,
@@ -397,7 +465,8 @@ fn split_outputs(info: &ModelInfo, raw: RawOutputs, views: &[ImageView]) -> Resu
             mask: raw.masks[i * m * m..(i + 1) * m * m].iter().map(|&x| x.clamp(0, k as i64 - 1) as u8).collect(),
             frame_width: v.width(),
             frame_height: v.height(),
-            crop: CropBox::center_square(v.width(), v.height()),
+            placement: *placement,
+            frame_labels: None,
         })
         .collect())
 }

@@ -5,6 +5,8 @@
 //! - [`preprocess`](mod@preprocess): upstream eval preprocessing (centre crop, antialiased bilinear to 256 on uint8,
 //!   normalise, optional bicubic to the backbone size) from a borrowed pixel buffer.
 //! - [`source`]: decoding image files to RGB8 (EXIF orientation, decode limits).
+//! - [`fit`]: how a frame of any shape is put into the model's square input ([`Fit`]: crop, stretch,
+//!   pad, tiles) and how masks map back to the frame.
 //! - [`model`]: what a loaded model is (MSF metadata, shapes).
 //! - [`session`]: inference backends (tract by default, onnxruntime with feature `ort`).
 //! - [`decompose`]: one frame or batch, [`Decomposer`] → [`Decomposition`].
@@ -18,6 +20,7 @@
 pub mod decompose;
 pub mod error;
 pub mod eval;
+pub mod fit;
 #[cfg(feature = "video")]
 mod ffmpeg;
 pub mod model;
@@ -32,6 +35,7 @@ pub mod view;
 
 pub use decompose::{BBox, CropBox, Decomposer, DecomposerBuilder, Decomposition};
 pub use error::{Error, Result};
+pub use fit::Fit;
 pub use model::ModelInfo;
 pub use pipeline::{Pipeline, PipelineBuilder, Sink};
 pub use session::{BackendKind, Provider};

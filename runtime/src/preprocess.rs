@@ -1,7 +1,8 @@
 //! Upstream eval preprocessing (spec §2), reproduced to the grey level.
 //!
 //! 1. centre crop to the largest square (`s = min(h, w)`, `top = (h − s) / 2`, `left = (w − s) / 2`,
-//!    integer division) — done by slicing the borrowed view, no copy;
+//!    integer division) — done by slicing the borrowed view, no copy; other [`crate::fit::Fit`]s
+//!    give other rectangles of the frame ([`Preprocessor::run_placed`]);
 //! 2. resize the uint8 crop to `image_size`² with torchvision v2 `Resize(antialias=True)` semantics:
 //!    PyTorch's `_upsample_bilinear2d_aa` uint8 path = Pillow-style separable triangle filter whose
 //!    support grows with the downscale factor, int16 fixed-point weights, **horizontal pass first**,
@@ -28,6 +29,7 @@ use fir::pixels::{InnerPixel, U8x3, U8x4, U8};
 use msf_models::Preprocess;
 
 use crate::error::{Error, Result};
+use crate::fit::{Fit, Placement, Rect};
 use crate::view::{ImageView, PixelFormat};
 
 /// `fast_image_resize` view over our strided buffer: rows are cast in place (pixels of `u8`
@@ -180,10 +182,12 @@ pub fn bicubic_resize_chw(
 pub struct Preprocessor {
     p: Preprocess,
     resizer: fir::Resizer,
-    /// Width-resized crop: `s` rows of `image_size` pixels (pixel format of the input).
+    /// Width-resized source rectangle (pixel format of the input).
     tmp: Vec<u8>,
     /// The `image_size`² uint8 result (pixel format of the input).
     resized: Vec<u8>,
+    /// The resized rectangle before it is placed on the canvas (pad).
+    placed: Vec<u8>,
     /// Normalised (3, image_size, image_size) before the bicubic step, and its row scratch.
     norm: Vec<f32>,
     cubic_tmp: Vec<f32>,
@@ -223,6 +227,7 @@ impl Preprocessor {
             resizer: fir::Resizer::new(),
             tmp: Vec::new(),
             resized: Vec::new(),
+            placed: Vec::new(),
             norm: Vec::new(),
             cubic_tmp: Vec::new(),
             cubic,
@@ -245,6 +250,14 @@ impl Preprocessor {
 
     /// Steps 1–4: write one (3, S, S) RGB f32 image into `out` (length [`Self::output_len`]).
     pub fn run(&mut self, view: &ImageView, out: &mut [f32]) -> Result<()> {
+        let p = Fit::Crop.placements(view.width, view.height, self.p.image_size as u32)?[0];
+        self.run_placed(view, &p, out)
+    }
+
+    /// Steps 2–4 for one model view of the frame (see [`crate::fit`]): the placement's frame
+    /// rectangle resized into its input rectangle, the rest of the input the mean colour (0 once
+    /// normalised). With [`Fit::Crop`]'s placement this is [`Self::run`].
+    pub fn run_placed(&mut self, view: &ImageView, placement: &Placement, out: &mut [f32]) -> Result<()> {
         let expected = self.output_len();
         if out.len() != expected {
             return Err(Error::OutputSize {
@@ -253,7 +266,7 @@ impl Preprocessor {
                 size: self.output_size(),
             });
         }
-        self.crop_resize(view);
+        self.place_resize(view, placement)?;
         let n = self.p.image_size;
         let fmt = view.format;
         match &self.cubic {
@@ -278,7 +291,8 @@ impl Preprocessor {
                 size: n,
             });
         }
-        self.crop_resize(view);
+        let p = Fit::Crop.placements(view.width, view.height, n as u32)?[0];
+        self.place_resize(view, &p)?;
         let (bpp, off) = (view.format.bytes_per_pixel(), view.format.rgb_offsets());
         for (o, px) in out.chunks_exact_mut(3).zip(self.resized.chunks_exact(bpp)) {
             o.copy_from_slice(&[px[off[0]], px[off[1]], px[off[2]]]);
@@ -286,50 +300,98 @@ impl Preprocessor {
         Ok(())
     }
 
-    /// Centre crop + antialiased bilinear to `image_size`², into `self.resized` (input's layout).
-    /// Every channel goes through the same integer filter, so resizing BGR/RGBA/grey as they are
-    /// and reordering afterwards equals converting to RGB first.
-    fn crop_resize(&mut self, view: &ImageView) {
-        let sq = view.center_square();
-        match view.format {
-            PixelFormat::Gray8 => self.crop_resize_typed::<U8>(sq),
-            PixelFormat::Rgb8 | PixelFormat::Bgr8 => self.crop_resize_typed::<U8x3>(sq),
-            PixelFormat::Rgba8 | PixelFormat::Bgra8 => self.crop_resize_typed::<U8x4>(sq),
+    /// The placement's frame rectangle, antialiased bilinear into its input rectangle of an
+    /// `image_size`² canvas, into `self.resized` (input's layout). Every channel goes through the
+    /// same integer filter, so resizing BGR/RGBA/grey as they are and reordering afterwards equals
+    /// converting to RGB first.
+    fn place_resize(&mut self, view: &ImageView, p: &Placement) -> Result<()> {
+        let n = self.p.image_size;
+        let (f, i) = (p.frame, p.input);
+        let bad = || Error::InvalidConfig(format!("placement {p:?} does not fit a {}×{} frame and a {n}² input", view.width, view.height));
+        if p.size as usize != n || i.x.checked_add(i.width).is_none_or(|e| e as usize > n) || i.y.checked_add(i.height).is_none_or(|e| e as usize > n) {
+            return Err(bad());
         }
+        let sub = view.crop(f.x, f.y, f.width, f.height).ok_or_else(bad)?;
+        match view.format {
+            PixelFormat::Gray8 => self.place_resize_typed::<U8>(sub, i),
+            PixelFormat::Rgb8 | PixelFormat::Bgr8 => self.place_resize_typed::<U8x3>(sub, i),
+            PixelFormat::Rgba8 | PixelFormat::Bgra8 => self.place_resize_typed::<U8x4>(sub, i),
+        }
+        if (i.width as usize, i.height as usize) != (n, n) {
+            self.pad_around(view.format, i);
+        }
+        Ok(())
     }
 
-    fn crop_resize_typed<P: fir::PixelTrait + bytemuck::Pod>(&mut self, sq: ImageView) {
+    fn place_resize_typed<P: fir::PixelTrait + bytemuck::Pod>(&mut self, sub: ImageView, into: Rect) {
         let n = self.p.image_size;
-        let s = sq.width as usize; // == sq.height
+        let (sw, sh) = (sub.width as usize, sub.height as usize);
+        let (w, h) = (into.width as usize, into.height as usize);
         let bpp = P::size();
-        self.resized.resize(n * n * bpp, 0);
-        if s == n {
-            // Identity: PyTorch's weights are then exactly 1 and 0.
-            for (y, dst) in self.resized.chunks_exact_mut(n * bpp).enumerate() {
-                let off = y * sq.stride;
-                dst.copy_from_slice(&sq.data[off..off + n * bpp]);
-            }
-            return;
-        }
+        // The resized rectangle, packed, before it is placed on the canvas.
+        let mut placed = std::mem::take(&mut self.placed);
+        placed.resize(w * h * bpp, 0);
         let opts = fir::ResizeOptions::new()
             .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear))
             .use_alpha(false);
-        // Pass 1, width only: s×s → n wide, s tall.
-        self.tmp.resize(n * s * bpp, 0);
-        let src = FirView::<P>::new(sq);
-        // The sizes below match the buffers just sized and pixel types match, so these cannot fail.
-        let mut mid =
-            TypedImage::<P>::from_buffer(n as u32, s as u32, &mut self.tmp).expect("tmp size");
-        self.resizer
-            .resize_typed(&src, &mut mid, &opts)
-            .expect("width pass");
-        // Pass 2, height only: n×s → n×n.
-        let mid = TypedImageRef::<P>::from_buffer(n as u32, s as u32, &self.tmp).expect("tmp size");
-        let mut dst =
-            TypedImage::<P>::from_buffer(n as u32, n as u32, &mut self.resized).expect("dst size");
-        self.resizer
-            .resize_typed(&mid, &mut dst, &opts)
-            .expect("height pass");
+        // Pass 1, width only: sw × sh → w × sh. The same size is an identity (PyTorch's weights
+        // are then exactly 1 and 0): copy.
+        self.tmp.resize(w * sh * bpp, 0);
+        if sw == w {
+            for (y, dst) in self.tmp.chunks_exact_mut(w * bpp).enumerate() {
+                let off = y * sub.stride;
+                dst.copy_from_slice(&sub.data[off..off + w * bpp]);
+            }
+        } else {
+            let src = FirView::<P>::new(sub);
+            // The sizes below match the buffers just sized and pixel types match, so these cannot fail.
+            let mut mid = TypedImage::<P>::from_buffer(w as u32, sh as u32, &mut self.tmp).expect("tmp size");
+            self.resizer.resize_typed(&src, &mut mid, &opts).expect("width pass");
+        }
+        // Pass 2, height only: w × sh → w × h.
+        if sh == h {
+            placed.copy_from_slice(&self.tmp);
+        } else {
+            let mid = TypedImageRef::<P>::from_buffer(w as u32, sh as u32, &self.tmp).expect("tmp size");
+            let mut dst = TypedImage::<P>::from_buffer(w as u32, h as u32, &mut placed).expect("dst size");
+            self.resizer.resize_typed(&mid, &mut dst, &opts).expect("height pass");
+        }
+        if (w, h) == (n, n) {
+            std::mem::swap(&mut self.resized, &mut placed);
+        } else {
+            self.resized.resize(n * n * bpp, 0);
+            for (y, row) in placed.chunks_exact(w * bpp).enumerate() {
+                let off = ((into.y as usize + y) * n + into.x as usize) * bpp;
+                self.resized[off..off + w * bpp].copy_from_slice(row);
+            }
+        }
+        self.placed = placed;
+    }
+
+    /// Fill the canvas outside `inner` with the normalisation's mean colour (rounded to uint8; grey
+    /// frames take the mean of the three), so the padding is ~0 for the model.
+    fn pad_around(&mut self, fmt: PixelFormat, inner: Rect) {
+        let n = self.p.image_size;
+        let bpp = fmt.bytes_per_pixel();
+        let mean = self.p.mean.map(|v| v.round().clamp(0.0, 255.0) as u8);
+        let mut px = [255u8; 4];
+        match fmt {
+            PixelFormat::Gray8 => px[0] = (self.p.mean.iter().sum::<f32>() / 3.0).round().clamp(0.0, 255.0) as u8,
+            _ => {
+                for (c, off) in fmt.rgb_offsets().into_iter().enumerate() {
+                    px[off] = mean[c];
+                }
+            }
+        }
+        let (x0, x1) = (inner.x as usize, (inner.x + inner.width) as usize);
+        let (y0, y1) = (inner.y as usize, (inner.y + inner.height) as usize);
+        for (y, row) in self.resized.chunks_exact_mut(n * bpp).enumerate() {
+            for (x, p) in row.chunks_exact_mut(bpp).enumerate() {
+                if y < y0 || y >= y1 || x < x0 || x >= x1 {
+                    p.copy_from_slice(&px[..bpp]);
+                }
+            }
+        }
     }
 }
 
@@ -509,6 +571,44 @@ mod tests {
             out.extend_from_slice(&src[(y * w + l) * ch..(y * w + l + s) * ch]);
         }
         (out, s)
+    }
+
+    #[test]
+    fn stretch_and_pad_match_the_scalar_port_of_pytorch() {
+        // Stretch: the whole frame resized to n×n (torchvision `Resize((n, n))`). Pad: resized to
+        // the aspect-kept rectangle, on a canvas of the mean colour.
+        let p = upstream();
+        let n = p.image_size;
+        let mut pre = Preprocessor::new(&p).unwrap();
+        for (i, &(w, h)) in [(640usize, 480usize), (100, 37), (37, 100), (301, 257), (3, 3), (854, 480)].iter().enumerate() {
+            let img = photo_like(w, h, 40 + i as u64);
+            let view = ImageView::packed(&img, w as u32, h as u32, PixelFormat::Rgb8).unwrap();
+            let st = Fit::Stretch.placements(w as u32, h as u32, n as u32).unwrap()[0];
+            pre.place_resize(&view, &st).unwrap();
+            assert!(pre.resized == torch_resize_aa(&img, w, h, 3, n, n), "stretch {w}×{h}");
+            let pad = Fit::Pad.placements(w as u32, h as u32, n as u32).unwrap()[0];
+            pre.place_resize(&view, &pad).unwrap();
+            let (iw, ih, ix, iy) = (pad.input.width as usize, pad.input.height as usize, pad.input.x as usize, pad.input.y as usize);
+            let inner = torch_resize_aa(&img, w, h, 3, iw, ih);
+            let mut want: Vec<u8> = [124u8, 116, 104].repeat(n * n);
+            for y in 0..ih {
+                want[((iy + y) * n + ix) * 3..][..iw * 3].copy_from_slice(&inner[y * iw * 3..][..iw * 3]);
+            }
+            assert!(pre.resized == want, "pad {w}×{h}");
+            // Normalised, the padding is ~0.
+            let mut out = vec![0.0; pre.output_len()];
+            pre.run_placed(&view, &pad, &mut out).unwrap();
+            if ih < n {
+                assert!(out[0].abs() < 0.01 && out[n * n].abs() < 0.01 && out[2 * n * n].abs() < 0.01, "{:?}", (out[0], out[n * n]));
+            }
+        }
+        // A placement that does not fit the frame or the input is an error, not a panic.
+        let img = vec![0u8; 10 * 10 * 3];
+        let view = ImageView::packed(&img, 10, 10, PixelFormat::Rgb8).unwrap();
+        let mut bad = Fit::Crop.placements(20, 20, n as u32).unwrap()[0];
+        assert!(pre.place_resize(&view, &bad).is_err());
+        bad = Fit::Crop.placements(10, 10, n as u32 + 1).unwrap()[0];
+        assert!(pre.place_resize(&view, &bad).is_err());
     }
 
     #[test]

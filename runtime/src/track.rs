@@ -81,6 +81,16 @@ pub struct Tracker {
     last_order: Vec<usize>,
 }
 
+/// A tracker follows the model's K slots from frame to frame: one model view per frame.
+fn check_fit(dec: &Decomposer) -> Result<()> {
+    if dec.fit() == crate::fit::Fit::Tiles {
+        return Err(Error::InvalidConfig(
+            "temporal mode follows the model's slots from frame to frame, one view per frame; fit `tiles` gives several: use crop, stretch or pad".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Tracker {
     /// Default options; temporal mode when the model has the `slots_init` input.
     pub fn new(dec: Arc<Decomposer>) -> Self {
@@ -97,6 +107,7 @@ impl Tracker {
         if !(0.0..=1.0).contains(&opts.iou_weight) {
             return Err(Error::InvalidConfig(format!("tracker iou_weight {} is not in [0, 1]", opts.iou_weight)));
         }
+        check_fit(&dec)?;
         Ok(Tracker::build(dec, opts))
     }
 
@@ -138,6 +149,7 @@ impl Tracker {
 
     /// Decompose the next frame of the stream.
     pub fn step(&mut self, view: &ImageView) -> Result<Decomposition> {
+        check_fit(&self.dec)?;
         let init = match (&self.prev, self.opts.temporal) {
             // Track order: slot attention is equivariant to the order of its initial slots, so
             // feeding the tracks in order makes the model's output order follow them too.
@@ -160,7 +172,7 @@ impl Tracker {
     }
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
     for (&x, &y) in a.iter().zip(b) {
         ab += x as f64 * y as f64;
@@ -216,7 +228,6 @@ pub fn match_slots(prev: &Decomposition, cur: &Decomposition, iou_weight: f32) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decompose::CropBox;
 
     fn decomposition(slots: Vec<f32>, mask: Vec<u8>, k: usize, d: usize, m: usize) -> Decomposition {
         Decomposition {
@@ -229,7 +240,8 @@ mod tests {
             mask,
             frame_width: m as u32,
             frame_height: m as u32,
-            crop: CropBox::center_square(m as u32, m as u32),
+            placement: crate::fit::Fit::Crop.placements(m as u32, m as u32, m as u32).unwrap()[0],
+            frame_labels: None,
         }
     }
 

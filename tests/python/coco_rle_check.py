@@ -18,8 +18,8 @@ from pycocotools import mask as cocomask
 
 def main(out: str) -> int:
     log = json.load(open(os.path.join(out, "decomposition.json")))
-    if log.get("schema") != 2:
-        print(f"coco_rle_check: schema {log.get('schema')!r}, expected 2")
+    if log.get("schema") != 3:
+        print(f"coco_rle_check: schema {log.get('schema')!r}, expected 3")
         return 1
     checked = 0
     for f in log["frames"]:
