@@ -156,7 +156,8 @@ fn stem(image: &str) -> &str {
 /// Run `model_file` on the five photos and check every `--mask-res model` PNG against the golden.
 fn check_against_goldens(test: &str, model_file: &Path, golden_model: &str, extra: &[&str]) {
     let out = scratch(test);
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--onnx", &model_file, &"-o", &out, &"--mask-res", &"model", &"--no-overlay", &"--quiet"];
+    // Upstream evaluates the centre crop: --fit crop is the fidelity setting.
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--onnx", &model_file, &"-o", &out, &"--fit", &"crop", &"--mask-res", &"model", &"--no-overlay", &"--quiet"];
     for e in extra {
         args.push(e);
     }
@@ -261,10 +262,11 @@ fn json_rle_decodes_to_the_png_masks_and_npy_shapes_are_right() {
     let model = models().plain("tiny-slate-msf");
     let out = scratch("json-frame");
     let (a, b) = (image("motorcycle_left.png"), image("camera.png"));
-    let o = msf_run(&[&"--onnx", &model, &a, &b, &"-o", &out, &"--save-attn", &"--json", &"--quiet"]);
+    let o = msf_run(&[&"--onnx", &model, &a, &b, &"-o", &out, &"--fit", &"crop", &"--save-attn", &"--json", &"--quiet"]);
     assert!(o.status.success(), "{}", text(&o));
     let j = check_json_against_pngs(&out);
-    assert_eq!(j["schema"], 2);
+    assert_eq!(j["schema"], 3);
+    assert_eq!(j["options"]["fit"], "crop");
     // The ecosystem's own reader takes the RLE as it is (pycocotools.mask.decode / area / toBbox).
     if let Some(py) = msf_tests::require_python("json_rle_decodes_to_the_png_masks_and_npy_shapes_are_right") {
         let script = msf_tests::repo_root().join("tests/python/coco_rle_check.py");
@@ -284,7 +286,9 @@ fn json_rle_decodes_to_the_png_masks_and_npy_shapes_are_right() {
     assert_eq!(f0["mask"]["resolution"], "frame");
     // Frame resolution: void outside the centre crop; the crop is what the slots cover.
     let (fw, fh) = (f0["width"].as_u64().unwrap(), f0["height"].as_u64().unwrap());
-    let size = f0["crop"]["size"].as_u64().unwrap();
+    let size = f0["view"]["frame"][2].as_u64().unwrap();
+    assert_eq!(f0["view"]["frame"][3].as_u64().unwrap(), size, "a square");
+    assert_eq!(f0["view"]["covers_frame"], fw == fh);
     assert_eq!(size, fw.min(fh));
     assert_eq!(f0["mask"]["covered"].as_u64().unwrap(), size * size);
     let mask = read_mask(&out.join("masks/motorcycle_left.png"));
@@ -705,10 +709,253 @@ fn jsonl_streams_the_frame_records_and_needs_no_output_folder() {
     let log = read_json(&out.join("decomposition.json"));
     let file: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("frames.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     for (i, (a, b)) in log["frames"].as_array().unwrap().iter().zip(file.iter().chain(lines.iter())).enumerate() {
-        for key in ["name", "index", "width", "height", "crop", "mask", "slots"] {
+        for key in ["name", "index", "width", "height", "view", "mask", "slots"] {
             assert_eq!(a[key], b[key], "frame {i}: {key}");
         }
     }
     let o = msf_run(&[&"--onnx", &model, &folder, &"--jsonl", &"-", &"--overlay-video"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+/// Every file under `dir` as a sorted list of `/`-separated paths relative to it.
+fn relative_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = all_files(dir).iter().map(|p| p.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/")).collect();
+    v.sort();
+    v
+}
+
+/// `--layout davis`: one folder per input (two image folders of the same name, and a video with
+/// feature `video`) in each of masks/, overlays/, slots/ and attn/; frames 00000, 00001, … in
+/// order; PNG pixel = slot id + 1 (1..K), 0 only where no slot is; `--overwrite` removes exactly
+/// that run's files and folders.
+#[test]
+fn davis_layout_has_one_folder_per_input_and_overwrite_removes_exactly_it() {
+    let dir = scratch("davis");
+    let model = models().plain("tiny-slate-msf");
+    let k = 5u8;
+    let frame = |w: u32, h: u32, t: u32| {
+        image::RgbImage::from_fn(w, h, move |x, y| {
+            if x >= 8 + 6 * t && x < 28 + 6 * t && (12..32).contains(&y) { image::Rgb([230, 40, 40]) } else { image::Rgb([(x * 3) as u8, 90, (y * 4) as u8]) }
+        })
+    };
+    // Wide frames (the centre crop leaves their sides to no slot) and square ones (covered whole).
+    let (a, b) = (dir.join("cam1").join("frames"), dir.join("cam2").join("frames"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    for t in 0..3 {
+        frame(72, 48, t).save(a.join(format!("img{t}.png"))).unwrap();
+    }
+    for t in 0..2 {
+        frame(48, 48, t).save(b.join(format!("shot_{t}.png"))).unwrap();
+    }
+    let mut inputs = vec![a.clone(), b.clone()];
+    #[allow(unused_mut)]
+    let mut expected: Vec<(&str, u32, (u32, u32))> = vec![("frames", 3, (72, 48)), ("frames_2", 2, (48, 48))];
+    #[cfg(feature = "video")]
+    {
+        let v = dir.join("clip.mp4");
+        let mut vw = msf_runtime::sink::video::VideoWriter::create(&v, 64, 48, 10.0).unwrap();
+        for t in 0..4 {
+            vw.write_rgb(frame(64, 48, t).as_raw()).unwrap();
+        }
+        vw.finish().unwrap();
+        inputs.push(v);
+        expected.push(("clip", 4, (64, 48)));
+    }
+    let out = dir.join("out");
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--onnx", &model, &"-o", &out, &"--layout", &"davis", &"--save-attn", &"--quiet"];
+    for i in &inputs {
+        args.push(i);
+    }
+    let o = msf_run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let j = read_json(&out.join("decomposition.json"));
+    assert_eq!(j["options"]["layout"], "davis");
+    let frames = j["frames"].as_array().unwrap();
+    assert_eq!(frames.len() as u32, expected.iter().map(|e| e.1).sum::<u32>());
+    for (seq, n, (w, h)) in &expected {
+        let want: Vec<String> = (0..*n).map(|i| format!("{i:05}.png")).collect();
+        assert_eq!(relative_files(&out.join("masks").join(seq)), want, "masks/{seq}");
+        for i in 0..*n {
+            let name = format!("{seq}/{i:05}");
+            let rec = frames.iter().find(|f| f["name"] == name.as_str()).unwrap_or_else(|| panic!("no frame record {name}"));
+            assert_eq!(rec["sequence"], *seq);
+            assert_eq!(rec["index"], i);
+            for (key, file) in [("mask", format!("masks/{name}.png")), ("overlay", format!("overlays/{name}.jpg")), ("slots", format!("slots/{name}.npy")), ("attn", format!("attn/{name}.npy"))] {
+                assert_eq!(rec["files"][key], file.as_str());
+                assert!(out.join(&file).is_file(), "{file}");
+            }
+            let png = read_mask(&out.join(format!("masks/{name}.png")));
+            assert_eq!((png.width, png.height), (*w, *h), "{name}");
+            assert!(png.labels.iter().all(|&l| l <= k), "{name}: ids 1..{k}, 0 for none");
+            let zeros = png.labels.iter().filter(|&&l| l == 0).count() as u64;
+            let covered = rec["mask"]["covered"].as_u64().unwrap();
+            assert_eq!(zeros, u64::from(w * h) - covered, "{name}: 0 exactly where no slot is");
+            if w == h {
+                assert_eq!(zeros, 0, "{name}: a square frame is covered whole");
+            }
+            // The JSON keeps slot ids: each RLE is where the PNG holds id + 1.
+            for s in rec["slots"].as_array().unwrap() {
+                let id = s["id"].as_u64().unwrap() as u8;
+                let counts = rle_from_string(s["rle"]["counts"].as_str().unwrap()).unwrap();
+                let decoded = rle_decode(*h as usize, *w as usize, &counts).unwrap();
+                assert!(decoded.iter().zip(&png.labels).all(|(&d, &l)| d == (l == id + 1)), "{name}: slot {id}");
+            }
+        }
+    }
+    assert_no_temp_files(&out);
+
+    // With a fit that covers the whole frame (once msf-run has --fit), 0 is nowhere.
+    if String::from_utf8_lossy(&msf_run(&[&"--help"]).stdout).contains("--fit") {
+        let padded = dir.join("out-pad");
+        let o = msf_run(&[&"--onnx", &model, &a, &"-o", &padded, &"--layout", &"davis", &"--fit", &"pad", &"--quiet"]);
+        assert!(o.status.success(), "{}", text(&o));
+        for f in all_files(&padded.join("masks")) {
+            let png = read_mask(&f);
+            assert!(png.labels.iter().all(|&l| (1..=k).contains(&l)), "{}: ids 1..{k} everywhere", f.display());
+        }
+    }
+
+    // --overwrite removes exactly the listed files and the sequence folders they leave empty.
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    std::fs::create_dir_all(out.join("masks/mine")).unwrap();
+    std::fs::write(out.join("masks/mine/keep.png"), b"mine").unwrap();
+    let o = msf_run(&[&"--onnx", &model, &b, &"-o", &out, &"--layout", &"davis", &"--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("holds an earlier run"), "{}", text(&o));
+    let o = msf_run(&[&"--onnx", &model, &b, &"-o", &out, &"--layout", &"davis", &"--overwrite", &"--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let want = [
+        "decomposition.json",
+        "masks/frames/00000.png",
+        "masks/frames/00001.png",
+        "masks/mine/keep.png",
+        "notes.txt",
+        "overlays/frames/00000.jpg",
+        "overlays/frames/00001.jpg",
+        "slots/frames/00000.npy",
+        "slots/frames/00001.npy",
+    ];
+    assert_eq!(relative_files(&out), want);
+    for gone in ["masks/frames_2", "overlays/frames_2", "slots/clip", "attn"] {
+        assert!(!out.join(gone).exists(), "{gone} is left");
+    }
+}
+
+/// `--coco-results` on generated images with known objects: pycocotools' `COCO.loadRes` and
+/// `COCOeval(iouType="segm")` take the file as written, and every entry decodes (in Rust here and
+/// with pycocotools.mask in the script) to the mask PNG msf-run wrote for its frame and slot.
+#[test]
+fn coco_results_are_accepted_by_pycocotools_cocoeval_as_written() {
+    let Some(py) = msf_tests::require_python("coco_results_are_accepted_by_pycocotools_cocoeval_as_written") else { return };
+    let dir = scratch("coco-eval");
+    let script = msf_tests::repo_root().join("tests/python/coco_eval_check.py");
+    let c = Command::new(py).arg(&script).arg("make").arg(&dir).output().unwrap();
+    assert!(c.status.success(), "{}", text(&c));
+    // The demo model trained on generated shapes: masks worth a COCO score.
+    let model = msf_tests::repo_root().join("exporter/train/demo/slate-msf-shapes.onnx");
+    let (images, out, results) = (dir.join("images"), dir.join("out"), dir.join("results.json"));
+    let o = msf_run(&[&"--onnx", &model, &images, &"-o", &out, &"--coco-results", &results, &"--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_no_temp_files(&dir);
+    let line: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(line["frames"], 5);
+
+    let entries = read_json(&results);
+    let entries = entries.as_array().unwrap();
+    let mut per_image: std::collections::BTreeMap<u64, usize> = Default::default();
+    for e in entries {
+        let id = e["image_id"].as_u64().unwrap();
+        *per_image.entry(id).or_default() += 1;
+        let png = read_mask(&out.join("masks").join(format!("{id:012}.png")));
+        let (h, w) = (png.height as usize, png.width as usize);
+        assert_eq!(e["segmentation"]["size"], serde_json::json!([h, w]));
+        assert_eq!(e["category_id"], 1);
+        let slot = e["slot_id"].as_u64().unwrap() as u8;
+        let decoded = rle_decode(h, w, &rle_from_string(e["segmentation"]["counts"].as_str().unwrap()).unwrap()).unwrap();
+        assert!(decoded.iter().zip(&png.labels).all(|(&d, &l)| d == (l == slot)), "image {id} slot {slot}");
+        assert_eq!(e["area"].as_u64().unwrap(), decoded.iter().filter(|&&d| d).count() as u64);
+        let score = e["score"].as_f64().unwrap();
+        assert!(score > 0.0 && score <= 1.0, "{score}");
+    }
+    assert_eq!(per_image.len(), 5, "{per_image:?}");
+
+    let c = Command::new(py).arg(&script).arg("check").arg(&dir).arg(&results).arg(&out).output().unwrap();
+    assert!(c.status.success(), "{}", text(&c));
+    note(String::from_utf8_lossy(&c.stdout).trim());
+
+    // The ground truth's own annotation file gives the same ids here: the same file, without -o.
+    let again = dir.join("results-ann.json");
+    let o = msf_run(&[&"--onnx", &model, &images, &"--coco-results", &again, &"--coco-images", &dir.join("annotations.json"), &"--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&results).unwrap());
+}
+
+/// A `--coco-images` file that is not JSON or lacks the frame, a frame name that is no number
+/// without one, a category the annotations do not have: one line, exit 1, nothing written.
+#[test]
+fn coco_image_ids_that_cannot_be_had_are_one_line_and_exit_1() {
+    let dir = scratch("coco-bad");
+    let model = models().plain("tiny-slate-msf");
+    let camera = image("camera.png");
+    let (not_json, other) = (dir.join("not-json.json"), dir.join("other.json"));
+    std::fs::write(&not_json, "{\"images\": [").unwrap();
+    std::fs::write(&other, r#"{"images": [{"id": 7, "file_name": "000000000007.jpg"}], "categories": [{"id": 1}]}"#).unwrap();
+    let cases: [(&[&dyn AsRef<std::ffi::OsStr>], &str); 4] = [
+        (&[&"--coco-images", &not_json], "not-json.json: not a COCO annotation file"),
+        (&[&"--coco-images", &other], "no image has the file name `camera.*`"),
+        (&[], "camera: the frame's name is not a number"),
+        (&[&"--coco-images", &other, &"--coco-category", &"2"], "no id 2"),
+    ];
+    for (i, (extra, phrase)) in cases.iter().enumerate() {
+        let (out, results) = (dir.join(format!("out-{i}")), dir.join(format!("results-{i}.json")));
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--onnx", &model, &camera, &"-o", &out, &"--coco-results", &results];
+        args.extend_from_slice(extra);
+        let o = msf_run(&args);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(stderr(&o).contains(phrase), "{phrase}: {}", text(&o));
+        assert_eq!(stderr(&o).trim().lines().count(), 1, "one line: {}", text(&o));
+        assert!(!out.exists() && !results.exists(), "{phrase}: something was written");
+    }
+    assert_no_temp_files(&dir);
+    // Usage errors: exit 2.
+    let o = msf_run(&[&"--onnx", &model, &camera, &"-o", &dir.join("x"), &"--coco-images", &other]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = msf_run(&[&"--onnx", &model, &camera, &"--coco-results", &dir.join("r.json"), &"--layout", &"davis"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let h = String::from_utf8_lossy(&msf_run(&[&"--help"]).stdout).into_owned();
+    for s in ["--layout", "davis", "--coco-results", "--coco-images", "--coco-category", "COCOeval"] {
+        assert!(h.contains(s), "--help lacks {s}");
+    }
+}
+
+#[test]
+fn every_fit_writes_the_library_masks_and_all_but_crop_cover_the_frame() {
+    use msf_runtime::{fit::Fit, Decomposer, ImageView};
+    let model = models().plain("tiny-slate-msf");
+    let img = image("motorcycle_left.png"); // 741×500
+    let rgb = image::open(&img).unwrap().to_rgb8();
+    for fit in Fit::NAMES {
+        let out = scratch(&format!("fit-{fit}"));
+        let o = msf_run(&[&"--onnx", &model, &img, &"-o", &out, &"--fit", &fit, &"--no-overlay", &"--quiet"]);
+        assert!(o.status.success(), "{fit}: {}", text(&o));
+        let j = check_json_against_pngs(&out);
+        assert_eq!(j["options"]["fit"], fit);
+        let f: Fit = fit.parse().unwrap();
+        let dec = Decomposer::builder().fit(f).build(&model).unwrap();
+        let want = dec.decompose(&ImageView::from_rgb_image(&rgb).unwrap()).unwrap();
+        let mask = read_mask(&out.join("masks/motorcycle_left.png"));
+        assert!(mask.labels == want.mask_in_frame(), "{fit}: the written mask is the library's");
+        let covered = j["frames"][0]["mask"]["covered"].as_u64().unwrap();
+        assert_eq!(j["frames"][0]["view"]["covers_frame"], f != Fit::Crop, "{fit}");
+        assert_eq!(covered == 741 * 500, f != Fit::Crop, "{fit}: {covered} px covered");
+        assert_eq!(j["frames"][0]["view"]["tiled"], f == Fit::Tiles, "{fit}");
+        let slots = ArrayD::<f32>::read_npy(std::fs::File::open(out.join("slots/motorcycle_left.npy")).unwrap()).unwrap();
+        assert_eq!(slots.shape(), &[want.num_slots, 64], "{fit}");
+    }
+    // Tiles give several model views per frame; temporal mode follows one.
+    let out = scratch("fit-tiles-temporal");
+    let o = msf_run(&[&"--onnx", &model, &img, &"-o", &out, &"--fit", &"tiles", &"--temporal", &"--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(stderr(&o).contains("tiles") && stderr(&o).trim().lines().count() == 1, "{}", text(&o));
 }

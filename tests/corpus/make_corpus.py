@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import pickle
 import shutil
@@ -475,6 +476,15 @@ def eval_inputs(out: str) -> None:
         os.mkfifo(os.path.join(d, "images", "b.png"))
 
 
+def coco_inputs(out: str) -> None:
+    """--coco-images files that give no image id: not JSON, cut short, and one without the frame."""
+    write(out, "coco-not-json.json", b"this is not json\n")
+    write(out, "coco-truncated.json", b'{"images": [{"id": 1, "file_na')
+    other = {"images": [{"id": 7, "file_name": "000000000007.jpg", "width": 64, "height": 48}], "annotations": [],
+             "categories": [{"id": 1, "name": "object"}]}
+    write(out, "coco-other-images.json", json.dumps(other).encode())
+
+
 def npy_header(shape: tuple) -> bytes:
     """An .npy v1 header for float32 ``shape`` (padded to 64 bytes like numpy's)."""
     d = ("{'descr': '<f4', 'fortran_order': False, 'shape': %r, }" % (shape,)).encode()
@@ -529,6 +539,7 @@ def main() -> int:
     hostile_models(a.onnx, a.out)
     images(a.fixtures, a.out)
     eval_inputs(a.out)
+    coco_inputs(a.out)
     if a.ffmpeg:
         videos(a.ffmpeg, a.out)
     print(len(os.listdir(a.out)))

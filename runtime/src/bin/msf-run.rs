@@ -17,9 +17,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use msf_runtime::error::one_line;
 use msf_runtime::pipeline::{ErrorPolicy, FnSink, Outcome, RunReport};
 use msf_runtime::sink::json::JsonLines;
-use msf_runtime::sink::{overlay, FrameWriter, MaskRes, SinkOptions, RUN_JSON};
+use msf_runtime::sink::coco::{CocoOptions, CocoResults, ImageIds};
+use msf_runtime::sink::{overlay, sequence_names, FrameWriter, Layout, MaskRes, SinkOptions, RUN_JSON};
 use msf_runtime::source::{self, Frame, SourceOptions};
-use msf_runtime::{BackendKind, Decomposer, Decomposition, Error, Pipeline, Provider, Sink};
+use msf_runtime::{BackendKind, Decomposer, Decomposition, Error, Fit, Pipeline, Provider, Sink};
 use serde_json::json;
 
 const AFTER_HELP: &str = "\
@@ -40,11 +41,23 @@ Output folder (-o):
   attn/<name>.npy       attention, float32 (K, G, G), with --save-attn
   decomposition.json    model, options, and per frame per slot: area, fraction, bbox [x,y,w,h] and
                         the mask as COCO compressed RLE ({\"size\":[h,w],\"counts\":\"...\"}, what
-                        pycocotools.mask.decode reads as it is); \"schema\": 2
+                        pycocotools.mask.decode reads as it is); \"schema\": 3
   overlay.mp4           the overlays as a video, with --overlay-video
+  --layout davis        one folder per input instead (a folder, a video, consecutive image files),
+                        frames numbered by their position in it: masks/<sequence>/00000.png, ...
+                        with pixel = slot id + 1 and 0 where no slot is (OUT/masks is a DAVIS
+                        results folder); overlays/, slots/ and attn/ the same way
   Every file is written to a temporary name and renamed, so no half-written file is ever left.
   One folder takes one run: a folder in use by a running msf-run is refused, and so is one that
   holds an earlier run unless --overwrite (which removes exactly the files that run listed).
+
+COCO results (--coco-results FILE, with or without -o):
+  A JSON array that COCO.loadRes and COCOeval(iouType=\"segm\") take as it is: per frame and
+  non-empty slot {image_id, category_id, segmentation: {size, counts} (compressed RLE at frame
+  size), score, bbox, area, slot_id}. image_id: the file stem read as a number (000000397133.jpg
+  -> 397133), or the id --coco-images ANNOTATIONS.json gives the file name (every frame must be
+  there). category_id: --coco-category (default 1; class-agnostic: useCats = 0). score: the slot's
+  mean attention over its own mask pixels, in (1/K, 1].
 
 Examples:
   msf-export --ckpt best.pth -o slate.onnx
@@ -52,6 +65,8 @@ Examples:
   msf-run --onnx slate.onnx 'shots/*.png' -o out/ --batch 8 --threads 4 --mask-res model
   msf-export --ckpt best.pth -o slate-t.onnx --slots-in
   msf-run --onnx slate-t.onnx video.mp4 -o out/ --temporal --every 2
+  msf-run --onnx slate-t.onnx bear.mp4 car.mp4 -o out/ --temporal --layout davis
+  msf-run --onnx slate.onnx val2017/ --coco-results segm.json --coco-images instances_val2017.json
   msf-run --onnx slate-t.onnx /dev/video0 --temporal --jsonl -     # JSON lines on stdout, no files
 
 Exit codes:
@@ -84,13 +99,28 @@ struct Cli {
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
     /// Output folder (created if needed). May be left out with --jsonl: then no file is written.
-    #[arg(short, long, value_name = "OUT_DIR", required_unless_present = "jsonl")]
+    #[arg(short, long, value_name = "OUT_DIR", required_unless_present_any = ["jsonl", "coco_results"])]
     output: Option<PathBuf>,
     /// Also (or only, without -o) write one JSON line per frame as it finishes, to FILE or to
     /// stdout with `-`: the frame records of decomposition.json, then a {"summary": …} line. For
     /// live sources and pipes; messages then go to stderr.
     #[arg(long, value_name = "FILE|-")]
     jsonl: Option<PathBuf>,
+    /// How the output folder is arranged: `flat` (masks/<name>.png, slot ids, 255 = void) or `davis`
+    /// (masks/<sequence>/00000.png per input, slot id + 1, 0 = void; see below).
+    #[arg(long, value_parser = one_of::<Layout>(&Layout::NAMES), default_value = "flat")]
+    layout: Layout,
+    /// Also (or only, without -o) write a COCO results file (a JSON array for COCO.loadRes and
+    /// COCOeval, masks at frame size; see below), written when the run ends.
+    #[arg(long, value_name = "FILE.json")]
+    coco_results: Option<PathBuf>,
+    /// COCO annotation file whose "images" give each frame's image_id (by file name; a frame not in
+    /// it stops the run). Default: the file stem as a number.
+    #[arg(long, value_name = "ANNOTATIONS.json", requires = "coco_results")]
+    coco_images: Option<PathBuf>,
+    /// category_id of every COCO result (class-agnostic).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "coco_results")]
+    coco_category: u64,
     /// Inference engine: tract (pure Rust, CPU) or ort (onnxruntime; build with --features ort).
     #[arg(long, value_parser = one_of::<BackendKind>(&BackendKind::NAMES), default_value = "tract")]
     backend: BackendKind,
@@ -133,7 +163,15 @@ struct Cli {
     /// Do not write slots .npy files.
     #[arg(long)]
     no_slots: bool,
-    /// Mask resolution: the frame's (void outside the centre crop) or the model's 256x256 crop.
+    /// How a frame that is not square is fitted into the model's square input: crop (upstream's
+    /// centre crop; the sides get no object), stretch (the whole frame, squeezed), pad (the whole
+    /// frame, aspect kept, padded with the mean colour) or tiles (overlapping squares along the long
+    /// side, their objects merged by mask overlap and slot similarity; several inferences per frame;
+    /// not with --temporal).
+    #[arg(long, value_parser = one_of::<Fit>(&Fit::NAMES), default_value = "stretch")]
+    fit: Fit,
+    /// Mask resolution: the frame's (void where no view covers it: outside the centre crop of
+    /// --fit crop) or the model's 256x256 view.
     #[arg(long, value_parser = one_of::<MaskRes>(&MaskRes::NAMES), default_value = "frame")]
     mask_res: MaskRes,
     /// Overlay image format.
@@ -217,6 +255,9 @@ fn check_usage(cli: &Cli) -> std::result::Result<(), String> {
             cli.provider.as_str()
         ));
     }
+    if cli.layout == Layout::Davis && cli.output.is_none() {
+        return Err("--layout davis arranges the files of OUT_DIR: give -o OUT_DIR".into());
+    }
     if cli.overlay_video && cli.output.is_none() {
         return Err("--overlay-video writes OUT_DIR/overlay.mp4: give -o OUT_DIR".into());
     }
@@ -253,7 +294,7 @@ fn pipeline(cli: &Cli, stop: Arc<AtomicBool>) -> Result<Pipeline> {
     if let Some(g) = cli.max_gfma {
         limits.max_gfma_per_frame = f64::from(g);
     }
-    let mut dec = Decomposer::builder().backend(cli.backend).provider(cli.provider).allow_fallback(cli.allow_fallback).limits(limits);
+    let mut dec = Decomposer::builder().backend(cli.backend).provider(cli.provider).allow_fallback(cli.allow_fallback).limits(limits).fit(cli.fit);
     if cli.preprocess_upstream {
         // The upstream graph takes the 256×256 normalised image and resizes to 224 itself.
         dec = dec.preprocess(msf_models::Preprocess::upstream(224, true));
@@ -316,8 +357,18 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
         slots: !cli.no_slots,
         attn: cli.save_attn,
         overwrite: cli.overwrite,
+        layout: cli.layout,
+        sequences: sequence_names(&cli.inputs),
     };
     let run_info = msf_runtime::sink::json::run_info("msf-run", &cli.onnx, &pipeline, &cli.inputs, &opts, &sink_opts);
+    // The annotation file is read, and the results file started, before the output folder is touched.
+    let mut coco = match &cli.coco_results {
+        Some(path) => {
+            let image_ids = cli.coco_images.as_deref().map_or(Ok(ImageIds::FromName), ImageIds::from_annotations)?;
+            Some(CocoResults::create(path, CocoOptions { category_id: cli.coco_category, image_ids })?)
+        }
+        None => None,
+    };
     // Checks (and creates) the output folder before the first frame is decoded.
     let mut writer = cli.output.as_ref().map(|dir| FrameWriter::create(dir, sink_opts, run_info)).transpose()?;
     let mut lines = cli.jsonl.as_ref().map(|p| JsonLines::open(p, cli.mask_res)).transpose()?;
@@ -351,6 +402,10 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
     // The video finishes first, so that the run log records its failure too.
     let mut video = cli.output.as_ref().filter(|_| cli.overlay_video).map(|dir| overlay_video(dir));
     let mut sinks: Vec<&mut dyn Sink> = Vec::new();
+    // First, so that a frame without a COCO image id stops the run before its files are written.
+    if let Some(c) = coco.as_mut() {
+        sinks.push(c);
+    }
     if let Some(v) = video.as_mut() {
         sinks.push(v.as_mut());
     }
@@ -366,6 +421,9 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
     for p in report.finished_files.iter().filter(|p| p.extension().is_some_and(|e| e == "mp4")) {
         say.line(&format!("msf-run: overlay video {}", p.display()));
     }
+    if let Some(c) = coco.as_ref().filter(|c| report.finished_files.iter().any(|p| p == c.path())) {
+        say.line(&format!("msf-run: COCO results {}: {} masks of {} frames", c.path().display(), c.entries(), c.frames()));
+    }
 
     let summary = Summary {
         status: report.outcome.as_str(),
@@ -379,6 +437,7 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
         error: report.error_line(),
         json_file: report.finished_files.iter().find(|p| p.file_name().is_some_and(|n| n == RUN_JSON)).cloned(),
         skipped: report.skipped.len(),
+        coco: cli.coco_results.is_some(),
     };
     if summary.json_file.is_some() || (summary.output.is_none() && report.outcome != Outcome::Failed) {
         if !cli.json {
@@ -418,6 +477,8 @@ struct Summary {
     json_file: Option<PathBuf>,
     /// Frames left out by --on-error skip.
     skipped: usize,
+    /// A COCO results file was asked for.
+    coco: bool,
 }
 
 impl Summary {
@@ -439,6 +500,7 @@ impl Summary {
     fn human(&self) -> String {
         let place = match &self.output {
             Some(dir) => format!("{} files in {}", self.files, dir.display()),
+            None if self.coco => "as COCO results".to_string(),
             None => "as JSON lines".to_string(),
         };
         format!("msf-run: {} frames in {:.2} s ({:.2} frames/s), {place}", self.frames, self.seconds, self.fps())

@@ -1,6 +1,7 @@
 //! What an earlier run left in an output folder, so that a new run never mixes its files with
 //! another's: the folder is refused, or, when the caller asks to overwrite, exactly the earlier
-//! run's files (as its `decomposition.json` lists them) are removed first.
+//! run's files (as its `decomposition.json` lists them) are removed first, and the folders
+//! that held them once they are empty.
 
 use super::RUN_JSON;
 use crate::error::{Error, Result};
@@ -47,12 +48,20 @@ pub(super) fn clear(dir: &Path, overwrite: bool) -> Result<()> {
     if !overwrite {
         return Err(Error::OutputHasRun { path: dir.to_path_buf(), listed: true });
     }
-    for f in files {
-        match std::fs::remove_file(&f) {
+    for f in &files {
+        match std::fs::remove_file(f) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(Error::Write { path: f, source }),
+            Err(source) => return Err(Error::Write { path: f.clone(), source }),
         }
+    }
+    // The folders between a removed file and the run's sub-folder (a DAVIS layout's
+    // `masks/<sequence>/`), once empty.
+    let mut nested: Vec<&Path> = files.iter().filter_map(|f| f.parent()).filter(|p| *p != dir && p.parent().is_some_and(|pp| pp != dir)).collect();
+    nested.sort();
+    nested.dedup();
+    for d in nested {
+        let _ = std::fs::remove_dir(d); // only when empty
     }
     for f in RUN_FOLDERS {
         let _ = std::fs::remove_dir(dir.join(f)); // only when empty

@@ -2,20 +2,22 @@
 //! the images: per slot its area, bounding box and mask as a COCO RLE.
 //!
 //! ```text
-//! { "schema": 2, <run info: "tool", "model", "inputs", "options">,
-//!   "frames": [ { "name", "index", "pts", "width", "height", "crop": {left, top, size},
+//! { "schema": 3, <run info: "tool", "model", "inputs", "options">,
+//!   "frames": [ { "name", "index", "pts", "width", "height",
+//!                 "view": {"frame": [x, y, w, h], "input": [x, y, w, h], "size", "tiled", "covers_frame"},
 //!                 "mask": {"resolution": "frame"|"model", "width", "height", "covered"},
-//!                 "files": {"mask", "overlay", "slots", "attn"},
+//!                 "files": {"mask", "overlay", "slots", "attn"}, "sequence" (DAVIS layout only),
 //!                 "slots": [ {"id", "area", "fraction", "bbox": [x, y, w, h] | null,
 //!                             "rle": {"size": [h, w], "counts": "<COCO compressed RLE>"}} ],
 //!                 "done_seconds": seconds from the start of writing to this frame's files written } ],
 //!   "summary": {"status", "frames_written", "files_written", "skipped": [{"name", "error"}], …} }
 //! ```
 //! Areas, boxes and RLEs are in pixels of the written mask (`mask.resolution`); `fraction` is the
-//! area over `covered`, the pixels inside the centre crop. The RLE is COCO's compressed string
+//! area over `covered`, the pixels some view covers (all of them unless the fit is `crop`). The RLE is COCO's compressed string
 //! (run lengths over the mask in column-major order, starting with a run of 0s), so that
 //! `pycocotools.mask.decode(slot["rle"])`, `area` and `toBbox` read it as it is ([`rle_string`]).
-//! Schema 1 (before) wrote the uncompressed `counts` list.
+//! Schema 1 wrote the uncompressed `counts` list; schema 2 had `"crop": {left, top, size}` in
+//! place of `view`.
 //!
 //! The file is streamed (frames are not kept in memory) into a temporary file that is renamed
 //! into place by [`RunLog::finish`].
@@ -54,14 +56,14 @@ pub fn run_info(
         },
         "inputs": inputs,
         "options": {
-            "mask_res": sink.mask_res.as_str(), "batch": pipeline.batch(), "jobs": pipeline.jobs(), "every": source.every,
+            "fit": dec.fit().as_str(), "mask_res": sink.mask_res.as_str(), "layout": sink.layout.as_str(), "batch": pipeline.batch(), "jobs": pipeline.jobs(), "every": source.every,
             "start": source.start, "max_frames": source.max_frames, "temporal": pipeline.is_temporal(),
         },
     })
 }
 
 /// Version of the `decomposition.json` layout (see the module doc).
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 
 /// COCO's compressed RLE string of `counts` (as pycocotools' `encode` writes it): each count,
 /// minus the count two before it from the third on, in 5-bit groups with a continuation bit,
@@ -166,6 +168,20 @@ pub fn rle_decode(h: usize, w: usize, counts: &[u32]) -> std::result::Result<Vec
     Ok(out)
 }
 
+/// Where the model saw the frame: `frame` = `[x, y, w, h]` of the frame shown, `input` = where it
+/// lies in the model's `size`² input; `tiled` when the masks merge several tiles (`frame` is then
+/// the whole frame, seen through a stretched overview).
+fn view_record(dec: &Decomposition) -> Value {
+    let (f, i) = (dec.placement.frame, dec.placement.input);
+    json!({
+        "frame": [f.x, f.y, f.width, f.height],
+        "input": [i.x, i.y, i.width, i.height],
+        "size": dec.placement.size,
+        "tiled": dec.frame_labels.is_some(),
+        "covers_frame": dec.covers_frame(),
+    })
+}
+
 /// The JSON record of one frame (see the module doc).
 pub fn frame_record(frame: &Frame, name: &str, dec: &Decomposition, map: &LabelMap, res: MaskRes, files: Map<String, Value>) -> Value {
     let covered = map.covered();
@@ -191,7 +207,7 @@ pub fn frame_record(frame: &Frame, name: &str, dec: &Decomposition, map: &LabelM
         "pts": frame.pts_seconds,
         "width": frame.width,
         "height": frame.height,
-        "crop": {"left": dec.crop.left, "top": dec.crop.top, "size": dec.crop.size},
+        "view": view_record(dec),
         "mask": {"resolution": res.as_str(), "width": map.width, "height": map.height, "covered": covered},
         "files": files,
         "slots": slots,

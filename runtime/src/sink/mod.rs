@@ -4,13 +4,17 @@
 //! - [`overlay`]: the frame blended with one colour per slot, with slot boundaries (JPEG or PNG).
 //! - [`npy`]: slots (K,D) and attention (K,G,G) as `.npy`.
 //! - [`json`]: one `decomposition.json` per run (model, and per frame per slot: area, bbox, COCO RLE).
+//! - [`coco`]: a COCO results file ([`coco::CocoResults`]), what `COCO.loadRes` and `COCOeval` take.
 //!
 //! [`FrameWriter`] puts them together in one output folder:
-//! `masks/<name>.png`, `overlays/<name>.jpg`, `slots/<name>.npy`, `attn/<name>.npy`, `decomposition.json`.
+//! `masks/<name>.png`, `overlays/<name>.jpg`, `slots/<name>.npy`, `attn/<name>.npy`, `decomposition.json`;
+//! or, with [`Layout::Davis`], one folder per sequence in each of them ([`davis`]).
 //! Every file is written through [`write_atomic`] (a temporary file in the same folder, renamed into
 //! place), so a crash or a full disk never leaves a half-written file under a real name.
 //! With feature `video`, [`video`] encodes overlays (or any RGB frames) into an mp4/mkv file.
 
+pub mod coco;
+pub mod davis;
 mod earlier;
 pub mod json;
 pub mod npy;
@@ -19,7 +23,7 @@ pub mod png;
 #[cfg(feature = "video")]
 pub mod video;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +33,8 @@ use crate::decompose::{Decomposition, VOID};
 use crate::error::{Error, Result};
 use crate::pipeline::{Outcome, RunReport, Sink};
 use crate::source::Frame;
+
+pub use davis::{sequence_names, Layout};
 
 // ---------------------------------------------------------------------------------------------
 // Atomic files
@@ -226,11 +232,26 @@ pub struct SinkOptions {
     /// Replace an earlier run found in the folder (exactly the files its `decomposition.json`
     /// lists); without it such a folder is refused, so that two runs' files never mix.
     pub overwrite: bool,
+    /// Flat (`masks/<name>.png`) or one folder per sequence in the DAVIS convention ([`davis`]).
+    pub layout: Layout,
+    /// [`Layout::Davis`]: the folder name of each stream, by [`Frame::stream`] ([`sequence_names`]
+    /// gives them for a list of inputs); a stream beyond the list is `seq<N>`. Names are made safe
+    /// and unique by the writer.
+    pub sequences: Vec<String>,
 }
 
 impl Default for SinkOptions {
     fn default() -> Self {
-        SinkOptions { masks: true, mask_res: MaskRes::Frame, overlay: Some(overlay::Format::Jpeg), slots: true, attn: false, overwrite: false }
+        SinkOptions {
+            masks: true,
+            mask_res: MaskRes::Frame,
+            overlay: Some(overlay::Format::Jpeg),
+            slots: true,
+            attn: false,
+            overwrite: false,
+            layout: Layout::Flat,
+            sequences: Vec::new(),
+        }
     }
 }
 
@@ -245,6 +266,8 @@ pub struct FrameWriter {
     /// `None` once finished or abandoned.
     log: Option<json::RunLog>,
     used_names: HashSet<String>,
+    /// [`Layout::Davis`]: each stream's sequence folder name, once its first frame came.
+    sequences: HashMap<u32, String>,
     frames: u64,
     files: u64,
     /// Folders this writer created (the output folder first), for [`Self::abandon`].
@@ -296,7 +319,18 @@ impl FrameWriter {
             }
         }
         let log = json::RunLog::create(&dir.join(RUN_JSON), run)?;
-        Ok(FrameWriter { dir: dir.to_path_buf(), opts, log: Some(log), used_names: HashSet::new(), frames: 0, files: 0, created, started: std::time::Instant::now(), _lock: lock })
+        Ok(FrameWriter {
+            dir: dir.to_path_buf(),
+            opts,
+            log: Some(log),
+            used_names: HashSet::new(),
+            sequences: HashMap::new(),
+            frames: 0,
+            files: 0,
+            created,
+            started: std::time::Instant::now(),
+            _lock: lock,
+        })
     }
 
     /// Give up without writing `decomposition.json` (for a run that wrote no frame): the
@@ -323,25 +357,52 @@ impl FrameWriter {
     /// A file stem unique in this run: two inputs named `img.png` in different folders become
     /// `img` and `img_2`.
     fn unique_name(&mut self, name: &str) -> String {
-        let base: String = name.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect();
-        let base = if base.is_empty() || base.starts_with('.') { format!("frame{base}") } else { base };
-        let mut n = 1;
-        let mut candidate = base.clone();
-        while !self.used_names.insert(candidate.clone()) {
-            n += 1;
-            candidate = format!("{base}_{n}");
-        }
-        candidate
+        unique(&mut self.used_names, safe_name(name, "frame"))
+    }
+
+    /// [`Layout::Davis`]: the relative stem `<sequence>/<nnnnn>` of `frame`, its sequence's
+    /// folders created on its first frame.
+    fn davis_name(&mut self, frame: &Frame) -> Result<(String, String)> {
+        let seq = match self.sequences.get(&frame.stream) {
+            Some(s) => s.clone(),
+            None => {
+                let base = self.opts.sequences.get(frame.stream as usize).cloned().unwrap_or_else(|| format!("seq{}", frame.stream));
+                let mut taken: HashSet<String> = self.sequences.values().cloned().collect();
+                let seq = unique(&mut taken, safe_name(&base, "seq"));
+                for (on, sub) in self.kinds() {
+                    let d = self.dir.join(sub).join(&seq);
+                    if on && !d.is_dir() {
+                        std::fs::create_dir_all(&d).map_err(|source| Error::Write { path: d.clone(), source })?;
+                        self.created.push(d);
+                    }
+                }
+                self.sequences.insert(frame.stream, seq.clone());
+                seq
+            }
+        };
+        let name = unique(&mut self.used_names, format!("{seq}/{:05}", frame.index));
+        Ok((name, seq))
+    }
+
+    /// The per-frame sub-folders and whether this writer writes them.
+    fn kinds(&self) -> [(bool, &'static str); 4] {
+        [(self.opts.masks, "masks"), (self.opts.overlay.is_some(), "overlays"), (self.opts.slots, "slots"), (self.opts.attn, "attn")]
     }
 
     /// Write one frame's files, then its JSON record.
     pub fn write(&mut self, frame: &Frame, dec: &Decomposition) -> Result<()> {
-        let name = self.unique_name(&frame.name);
+        let (name, sequence) = match self.opts.layout {
+            Layout::Flat => (self.unique_name(&frame.name), None),
+            Layout::Davis => self.davis_name(frame).map(|(n, s)| (n, Some(s)))?,
+        };
         let map = LabelMap::new(dec, self.opts.mask_res);
         let mut files = serde_json::Map::new();
         if self.opts.masks {
             let rel = format!("masks/{name}.png");
-            png::write_mask(&self.dir.join(&rel), &map)?;
+            match self.opts.layout {
+                Layout::Flat => png::write_mask(&self.dir.join(&rel), &map)?,
+                Layout::Davis => png::write_mask(&self.dir.join(&rel), &davis::davis_labels(&map))?,
+            }
             self.files += 1;
             files.insert("mask".into(), rel.into());
         }
@@ -369,6 +430,9 @@ impl FrameWriter {
             files.insert("attn".into(), rel.into());
         }
         let mut record = json::frame_record(frame, &name, dec, &map, self.opts.mask_res, files);
+        if let Some(seq) = sequence {
+            record["sequence"] = seq.into();
+        }
         record["done_seconds"] = self.started.elapsed().as_secs_f64().into();
         self.log.as_mut().ok_or(Error::InvalidConfig("frame written after the run log was closed".into()))?.push(&record)?;
         self.frames += 1;
@@ -391,6 +455,28 @@ impl FrameWriter {
         let log = self.log.take().ok_or(Error::InvalidConfig("the run log was already closed".into()))?;
         log.finish(serde_json::Value::Object(s))
     }
+}
+
+/// `name` with path separators and control characters replaced, and `prefix` put before a name
+/// that is empty or starts with a dot.
+fn safe_name(name: &str, prefix: &str) -> String {
+    let base: String = name.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect();
+    if base.is_empty() || base.starts_with('.') {
+        format!("{prefix}{base}")
+    } else {
+        base
+    }
+}
+
+/// `base`, or `base_2`, `base_3`, … : the first that is not in `used` (and is then added).
+fn unique(used: &mut HashSet<String>, base: String) -> String {
+    let mut n = 1;
+    let mut candidate = base.clone();
+    while !used.insert(candidate.clone()) {
+        n += 1;
+        candidate = format!("{base}_{n}");
+    }
+    candidate
 }
 
 impl Sink for FrameWriter {
