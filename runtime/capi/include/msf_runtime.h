@@ -18,7 +18,8 @@
 #include <stdint.h>
 
 /**
- * Value of `msf_result_mask_frame` pixels outside the centre crop the model saw.
+ * Value of `msf_result_mask_frame` pixels that no model view covered: outside the centre crop of
+ * `MSF_FIT_CROP` (the other fits cover the whole frame).
  */
 #define MSF_MASK_VOID 255
 
@@ -102,8 +103,21 @@ typedef uint32_t MsfBackend;
 typedef uint32_t MsfProvider;
 
 /**
+ * How a frame that is not square is put into the model's square input: one of the `MSF_FIT_*`
+ * values (a plain integer, as `MsfPixelFormat`: unknown values are refused with
+ * `MSF_STATUS_INVALID_ARGUMENT`). Every fit gives a mask for the frame (`msf_result_mask_frame`);
+ * `msf_result_view` says where the model-resolution mask lies in it.
+ */
+typedef uint32_t MsfFit;
+
+/**
  * How to load a model. Start from `msf_options_default()` and change fields; `struct_size` lets
  * later versions add fields without breaking programs built against this header.
+ *
+ * Versions: 1 (20 bytes) up to `allow_fallback`, 2 (24 bytes) added `concurrency`, 3 (28 bytes)
+ * added `fit`. A program built against an older header passes its smaller `struct_size` and gets
+ * the defaults of the fields it does not know, except `fit`, which is then `MSF_FIT_CROP`, the
+ * behaviour that program was built for.
  */
 typedef struct MsfOptions {
     /**
@@ -134,6 +148,13 @@ typedef struct MsfOptions {
      * the older header pass a smaller `struct_size` and get one.
      */
     uint32_t concurrency;
+    /**
+     * `MSF_FIT_*`: how frames that are not square are fitted into the model's input;
+     * `msf_options_default()` sets `MSF_FIT_STRETCH` (masks cover the whole frame). Added in
+     * version 3 of this struct: programs built against an older header pass a smaller
+     * `struct_size` and get `MSF_FIT_CROP`, the centre crop they were built for.
+     */
+    MsfFit fit;
 } MsfOptions;
 
 /**
@@ -148,7 +169,9 @@ typedef uint32_t MsfPixelFormat;
  */
 typedef struct MsfModelInfo {
     /**
-     * K: slots (objects) per frame.
+     * K: the model's slots (objects) per inference. A result has K objects, except with
+     * `MSF_FIT_TILES`, whose merged results have their own count (possibly more than K): read it
+     * from each result with `msf_result_num_slots`.
      */
     uint32_t num_slots;
     /**
@@ -160,7 +183,7 @@ typedef struct MsfModelInfo {
      */
     uint32_t grid;
     /**
-     * Side of the model-resolution mask (the centre crop resized to the model's input, 256).
+     * Side of the model-resolution mask (the model's input, 256; see `msf_result_view`).
      */
     uint32_t mask_size;
     /**
@@ -181,9 +204,10 @@ typedef struct MsfBBox {
 } MsfBBox;
 
 /**
- * Where the model-resolution mask lies in the frame: it covers the centre square
- * `[left, left + size) × [top, top + size)` of the `frame_width × frame_height` frame, scaled to
- * `mask_size × mask_size`.
+ * Where the model-resolution mask of an `MSF_FIT_CROP` result lies in the frame: it covers the
+ * centre square `[left, left + size) × [top, top + size)` of the `frame_width × frame_height` frame,
+ * scaled to `mask_size × mask_size`. Results of the other fits are not a centre crop:
+ * `msf_result_crop` refuses them, `msf_result_view` describes every result.
  */
 typedef struct MsfCrop {
     uint32_t frame_width;
@@ -193,6 +217,75 @@ typedef struct MsfCrop {
     uint32_t size;
     uint32_t mask_size;
 } MsfCrop;
+
+/**
+ * An axis-aligned rectangle in pixels: columns `[x, x + width)`, rows `[y, y + height)`.
+ */
+typedef struct MsfRect {
+    uint32_t x;
+    uint32_t y;
+    uint32_t width;
+    uint32_t height;
+} MsfRect;
+
+/**
+ * How a result's frame was put into the model's square input, and where the model-resolution mask
+ * (`msf_result_mask`, `mask_size × mask_size` over the `input_size × input_size` input) lies in the
+ * frame: the frame rectangle `frame` was resized into the rectangle `input` of the input; the rest
+ * of the input (with `MSF_FIT_PAD`) is padding and the frame outside `frame` (with `MSF_FIT_CROP`)
+ * was not seen. Filled by `msf_result_view` for every fit.
+ *
+ * Versioned by `struct_size`: set it to `sizeof(MsfView)` before the call; the library writes no
+ * more than that many bytes and sets it to the number it wrote, so later versions can add fields
+ * at the end without breaking programs built against this header.
+ */
+typedef struct MsfView {
+    /**
+     * In: `sizeof(MsfView)` as the caller's header has it. Out: the bytes the library filled.
+     */
+    uint32_t struct_size;
+    /**
+     * `MSF_FIT_*` of the decomposer (or tracker) that made the result.
+     */
+    MsfFit fit;
+    uint32_t frame_width;
+    uint32_t frame_height;
+    /**
+     * The part of the frame the model-resolution mask covers (the whole frame but with
+     * `MSF_FIT_CROP`).
+     */
+    struct MsfRect frame;
+    /**
+     * Where `frame` lies in the model's `input_size × input_size` input (the whole square but with
+     * `MSF_FIT_PAD`).
+     */
+    struct MsfRect input;
+    /**
+     * Side of the model's square input, in pixels.
+     */
+    uint32_t input_size;
+    /**
+     * Side of the model-resolution mask (it spans the whole `input_size` square).
+     */
+    uint32_t mask_size;
+    /**
+     * Model views (inferences) behind this result: 1, or with `MSF_FIT_TILES` on a frame that is
+     * not square the number of overlapping squares merged.
+     */
+    uint32_t tiles;
+    /**
+     * Non-zero when several tiles were merged (`tiles > 1`): the objects are the merged ones, the
+     * frame-resolution mask comes from the tiles, and the model-resolution mask and the attention
+     * are an overview of them stretched over the whole frame (`frame` = the frame, `input` = the
+     * whole input).
+     */
+    uint32_t tiled;
+    /**
+     * Non-zero when every frame pixel has an object (no `MSF_MASK_VOID` in `msf_result_mask_frame`):
+     * all but `MSF_FIT_CROP` on a frame that is not square.
+     */
+    uint32_t covers_frame;
+} MsfView;
 
 /**
  * Whether a tracker starts each frame's slot attention from the previous frame's slots: one of the
@@ -276,6 +369,32 @@ typedef struct MsfTrackerOptions {
 #define MSF_PROVIDER_TENSORRT 2
 
 /**
+ * Centre crop to the largest square, as upstream MSF evaluates: the sides of a wide frame get no
+ * object (`MSF_MASK_VOID` in `msf_result_mask_frame`). What programs built against the headers of
+ * version 1 and 2 of `MsfOptions` (without `fit`) get.
+ */
+#define MSF_FIT_CROP 0
+
+/**
+ * The whole frame resized to the square (objects squeezed): the default of `msf_options_default()`.
+ */
+#define MSF_FIT_STRETCH 1
+
+/**
+ * The whole frame resized keeping its aspect ratio, centred on a square of the normalisation's mean
+ * colour (fewer pixels per object).
+ */
+#define MSF_FIT_PAD 2
+
+/**
+ * Overlapping squares of the frame's short side along its long side, one inference each, their
+ * objects merged into one set of ids: the most accurate and the slowest (2-3 inferences for 4:3 to
+ * 16:9). The number of objects then varies per frame and may exceed the model's K (read it with
+ * `msf_result_num_slots`); not usable with trackers (`msf_tracker_create` refuses it).
+ */
+#define MSF_FIT_TILES 3
+
+/**
  * Carry slots when the model has the `slots_init` input (exported with `--slots-in`), else not.
  */
 #define MSF_TEMPORAL_AUTO 0
@@ -296,7 +415,8 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * The default options: tract on the CPU with its default thread count.
+ * The default options: tract on the CPU with its default thread count, one calling thread,
+ * `MSF_FIT_STRETCH`.
  */
 struct MsfOptions msf_options_default(void);
 
@@ -324,7 +444,8 @@ enum MsfStatus msf_image_required_size(uint32_t width,
  * share one decomposer between all the threads and streams that use the same model, and free it
  * with `msf_decomposer_destroy`.
  *
- * Errors: `MSF_STATUS_NULL_ARGUMENT` (`onnx_path`, `out`), `MSF_STATUS_INVALID_ARGUMENT` (options),
+ * Errors: `MSF_STATUS_NULL_ARGUMENT` (`onnx_path`, `out`), `MSF_STATUS_INVALID_ARGUMENT` (options:
+ * `struct_size`, unknown backend, provider or fit),
  * `MSF_STATUS_IO` (file missing or unreadable), `MSF_STATUS_MODEL` (not an MSF model),
  * `MSF_STATUS_UNSUPPORTED` (backend or provider not available).
  *
@@ -360,8 +481,10 @@ enum MsfStatus msf_decomposer_info(const struct MsfDecomposer *dec, struct MsfMo
  * The frame is read in place and not retained: `data` points to `height` rows of `width` pixels in
  * `format`, each row starting `stride` bytes after the previous one (0 = packed). It must hold at
  * least `(height - 1) * stride + width * bytes_per_pixel` bytes (see `msf_image_required_size`):
- * the library cannot check that. Any aspect ratio works: the model sees the centre square crop,
- * the way upstream MSF evaluates.
+ * the library cannot check that. Any aspect ratio works: the decomposer's `MsfOptions.fit` says how
+ * the frame is put into the model's square input (stretched by default), and `msf_result_view` where
+ * the model-resolution mask lies in the frame. The number of objects is the result's own
+ * (`msf_result_num_slots`): the model's K, or with `MSF_FIT_TILES` the merged count.
  *
  * Thread-safe: any number of threads may call this on one decomposer at once.
  *
@@ -380,7 +503,10 @@ enum MsfStatus msf_decompose(const struct MsfDecomposer *dec,
                              struct MsfResult **out);
 
 /**
- * K, the number of slots (the same for every frame of a model).
+ * The number of objects (slots) of this result: the valid `slot` arguments of the per-object
+ * accessors are `0 .. *out - 1`. Take it from each result, not from the model: it is the model's K
+ * (`MsfModelInfo.num_slots`) for one model view, but with `MSF_FIT_TILES` the merged count of the
+ * frame's tiles, which varies from frame to frame and may exceed K.
  *
  * # Safety
  * `out` must be NULL or writable.
@@ -396,7 +522,9 @@ enum MsfStatus msf_result_num_slots(const struct MsfResult *result, size_t *out)
 enum MsfStatus msf_result_slot_dim(const struct MsfResult *result, size_t *out);
 
 /**
- * The slot vectors, K × D floats row-major (slot `k` starts at `data + k * D`); `*count` = K·D.
+ * The slot vectors, N × D floats row-major, N = `msf_result_num_slots` (slot `k` starts at
+ * `data + k * D`); `*count` = N·D. With `MSF_FIT_TILES` a merged object's vector is the area-weighted
+ * mean of its tiles' slots.
  *
  * # Safety
  * `data` and `count` must be NULL or writable.
@@ -404,8 +532,9 @@ enum MsfStatus msf_result_slot_dim(const struct MsfResult *result, size_t *out);
 enum MsfStatus msf_result_slots(const struct MsfResult *result, const float **data, size_t *count);
 
 /**
- * Soft attention of the last slot-attention iteration: K × grid × grid floats (softmax over slots),
- * row-major, on the model's token grid.
+ * Soft attention of the last slot-attention iteration: N × grid × grid floats (softmax over slots),
+ * row-major, on the model's token grid; N = `msf_result_num_slots`. The grid spans the model's input
+ * (see `msf_result_view`; with several tiles, an overview stretched over the whole frame).
  *
  * # Safety
  * `data` and `grid` must be NULL or writable.
@@ -414,8 +543,8 @@ enum MsfStatus msf_result_attn(const struct MsfResult *result, const float **dat
 
 /**
  * The mask at model resolution: `width × height` (= mask_size², 256 × 256) bytes, row-major, the
- * slot index (0..K-1) of each pixel of the centre square crop. See `msf_result_crop` for where it
- * lies in the frame.
+ * slot index (0..N-1, N = `msf_result_num_slots`) of each pixel of the model's input. See
+ * `msf_result_view` for where it lies in the frame.
  *
  * # Safety
  * `data`, `width` and `height` must be NULL or writable.
@@ -427,8 +556,10 @@ enum MsfStatus msf_result_mask(const struct MsfResult *result,
 
 /**
  * The mask at the frame's resolution: `width × height` bytes (the frame's size), row-major; the
- * slot index of each pixel (nearest neighbour), `MSF_MASK_VOID` outside the centre crop. Computed
- * on the first call, then kept with the result.
+ * slot index (0..N-1) of each pixel (nearest neighbour), `MSF_MASK_VOID` where no model view covered
+ * the frame (outside the centre crop of `MSF_FIT_CROP`). With several tiles, each pixel takes the
+ * merged id from the tile whose centre is nearest. Computed on the first call, then kept with the
+ * result.
  *
  * # Safety
  * `data`, `width` and `height` must be NULL or writable.
@@ -441,7 +572,7 @@ enum MsfStatus msf_result_mask_frame(const struct MsfResult *result,
 /**
  * Pixels of the model-resolution mask assigned to `slot`.
  *
- * Errors: `MSF_STATUS_INVALID_ARGUMENT` when `slot >= K`.
+ * Errors: `MSF_STATUS_INVALID_ARGUMENT` when `slot >= msf_result_num_slots`.
  *
  * # Safety
  * `out` must be NULL or writable.
@@ -473,12 +604,30 @@ enum MsfStatus msf_result_bbox(const struct MsfResult *result, uint32_t slot, st
 enum MsfStatus msf_result_bbox_frame(const struct MsfResult *result, uint32_t slot, struct MsfBBox *out);
 
 /**
- * The frame size and the centre crop the model saw.
+ * The frame size and the centre crop the model saw, for a result of `MSF_FIT_CROP`.
+ *
+ * Errors: `MSF_STATUS_INVALID_ARGUMENT` for results of the other fits (the default is
+ * `MSF_FIT_STRETCH`), which are not a centre crop: use `msf_result_view`, which describes every fit.
  *
  * # Safety
  * `out` must be NULL or writable.
  */
 enum MsfStatus msf_result_crop(const struct MsfResult *result, struct MsfCrop *out);
+
+/**
+ * How this result's frame was put into the model's input and where the model-resolution mask lies
+ * in the frame (every fit; see `MsfView`).
+ *
+ * Set `out->struct_size = sizeof(MsfView)` first: the library fills at most that many bytes and
+ * sets `struct_size` to the number it filled.
+ *
+ * Errors: `MSF_STATUS_NULL_ARGUMENT` (`out`), `MSF_STATUS_INVALID_ARGUMENT` (`struct_size` smaller
+ * than the first version of `MsfView`).
+ *
+ * # Safety
+ * `out` must be NULL or point to `out->struct_size` writable bytes (at least 4, the `struct_size`).
+ */
+enum MsfStatus msf_result_view(const struct MsfResult *result, struct MsfView *out);
 
 /**
  * Free a result and every buffer its accessors returned. NULL is a no-op; a result already
@@ -524,8 +673,9 @@ struct MsfTrackerOptions msf_tracker_options_default(void);
  * model loaded: `dec` may be destroyed before it.
  *
  * Errors: `MSF_STATUS_NULL_ARGUMENT`, `MSF_STATUS_INVALID_HANDLE` (`dec`),
- * `MSF_STATUS_INVALID_ARGUMENT` (options), `MSF_STATUS_MODEL` (`MSF_TEMPORAL_ON` with a model
- * exported without `--slots-in`).
+ * `MSF_STATUS_INVALID_ARGUMENT` (options; a decomposer created with `MSF_FIT_TILES`, whose frames
+ * have several model views), `MSF_STATUS_MODEL` (`MSF_TEMPORAL_ON` with a model exported without
+ * `--slots-in`).
  *
  * # Safety
  * `options` must be NULL or a valid `MsfTrackerOptions`; `out` NULL or writable.

@@ -4,6 +4,9 @@
 //   msf::Result r = dec.decompose(img.data, img.cols, img.rows, img.step, msf::PixelFormat::Bgr8);
 //   msf::MaskView m = r.mask_in_frame();                // slot index per frame pixel
 //   for (uint32_t k = 0; k < r.num_slots(); ++k) { MsfBBox b = r.bbox_in_frame(k); ... }
+//   MsfView v = r.view();                               // where the model's mask lies in the frame
+//
+//   msf::Decomposer crop("slate.onnx", msf::Options().fit(msf::Fit::Crop));  // upstream's centre crop
 //
 //   msf::Tracker tracker(dec);                          // one per stream: stable slot ids over time
 //   msf::Result r2 = tracker.step(...);
@@ -46,6 +49,14 @@ inline void check(MsfStatus status) {
 
 /// The library version string, e.g. "0.1.0".
 inline std::string version() { return msf_version(); }
+
+/// How a frame that is not square is put into the model's square input (MsfOptions.fit).
+enum class Fit : MsfFit {
+    Crop = MSF_FIT_CROP,        ///< centre crop, as upstream evaluates (the sides get MSF_MASK_VOID)
+    Stretch = MSF_FIT_STRETCH,  ///< the whole frame resized to the square (the default)
+    Pad = MSF_FIT_PAD,          ///< aspect kept, padded with the mean colour
+    Tiles = MSF_FIT_TILES,      ///< overlapping squares merged: objects per frame vary, may exceed K
+};
 
 enum class PixelFormat : MsfPixelFormat {
     Rgb8 = MSF_PIXEL_FORMAT_RGB8,
@@ -104,6 +115,8 @@ public:
         }
     }
 
+    /// The number of objects of this result (valid slot indices 0..num_slots()-1). Take it from each
+    /// result: with Fit::Tiles it varies per frame and may exceed the model's K.
     uint32_t num_slots() const {
         std::size_t n = 0;
         detail::check(msf_result_num_slots(r_, &n));
@@ -114,7 +127,7 @@ public:
         detail::check(msf_result_slot_dim(r_, &n));
         return n;
     }
-    /// K x D floats, row-major.
+    /// num_slots() x slot_dim() floats, row-major.
     const float* slots() const {
         const float* p = nullptr;
         std::size_t n = 0;
@@ -126,13 +139,13 @@ public:
         if (k >= num_slots()) throw Error(MSF_STATUS_INVALID_ARGUMENT, "slot index out of range");
         return slots() + static_cast<std::size_t>(k) * slot_dim();
     }
-    /// mask_size x mask_size, the model's view of the centre crop.
+    /// mask_size x mask_size over the model's input; view() says where it lies in the frame.
     MaskView mask() const {
         MaskView m{nullptr, 0, 0};
         detail::check(msf_result_mask(r_, &m.data, &m.width, &m.height));
         return m;
     }
-    /// Frame resolution; MSF_MASK_VOID outside the centre crop.
+    /// Frame resolution; MSF_MASK_VOID only outside the centre crop of Fit::Crop.
     MaskView mask_in_frame() const {
         MaskView m{nullptr, 0, 0};
         detail::check(msf_result_mask_frame(r_, &m.data, &m.width, &m.height));
@@ -158,11 +171,23 @@ public:
         detail::check(msf_result_bbox_frame(r_, slot, &b));
         return b;
     }
+    /// The centre crop of a Fit::Crop result; throws (MSF_STATUS_INVALID_ARGUMENT) for the other
+    /// fits, which view() describes.
     MsfCrop crop() const {
         MsfCrop c{0, 0, 0, 0, 0, 0};
         detail::check(msf_result_crop(r_, &c));
         return c;
     }
+    /// How the frame was put into the model's input and where the model-resolution mask lies in it
+    /// (every fit).
+    MsfView view() const {
+        MsfView v = MsfView();
+        v.struct_size = static_cast<uint32_t>(sizeof v);
+        detail::check(msf_result_view(r_, &v));
+        return v;
+    }
+    /// The fit this result was made with.
+    Fit fit() const { return static_cast<Fit>(view().fit); }
 
 private:
     MsfResult* r_;
@@ -178,6 +203,8 @@ struct Options {
     Options& allow_fallback(bool yes) { raw.allow_fallback = yes ? 1u : 0u; return *this; }
     /// Threads that will call decompose/step at once (onnxruntime keeps one session each).
     Options& concurrency(uint32_t n) { raw.concurrency = n; return *this; }
+    /// How non-square frames are fitted into the model's input (default Fit::Stretch).
+    Options& fit(Fit f) { raw.fit = static_cast<MsfFit>(f); return *this; }
 };
 
 /// A loaded model. Thread-safe: share one between threads (by reference or pointer). Move-only.
@@ -231,7 +258,8 @@ struct TrackerOptions {
 };
 
 /// One stream's temporal state: slot k keeps meaning the same object from frame to frame. Keeps
-/// the model loaded (the Decomposer may go first). Use one per stream. Move-only.
+/// the model loaded (the Decomposer may go first). Use one per stream. Move-only. The Decomposer's
+/// fit must give one model view per frame (not Fit::Tiles: the constructor throws).
 class Tracker {
 public:
     explicit Tracker(const Decomposer& dec, const TrackerOptions& options = TrackerOptions()) : t_(nullptr) {

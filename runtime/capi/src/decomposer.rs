@@ -3,7 +3,7 @@
 use crate::handle::{self, Kind, MsfDecomposer, MsfResult, Object};
 use crate::result::ResultData;
 use crate::status::{guard, non_null, FfiResult, Failure, MsfStatus};
-use runtime::{BackendKind, Decomposer, ImageView, PixelFormat, Provider};
+use runtime::{BackendKind, Decomposer, Fit, ImageView, PixelFormat, Provider};
 use std::ffi::{c_char, CStr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,8 +40,33 @@ pub const MSF_PROVIDER_CUDA: MsfProvider = 1;
 /// NVIDIA TensorRT (onnxruntime backend).
 pub const MSF_PROVIDER_TENSORRT: MsfProvider = 2;
 
+/// How a frame that is not square is put into the model's square input: one of the `MSF_FIT_*`
+/// values (a plain integer, as `MsfPixelFormat`: unknown values are refused with
+/// `MSF_STATUS_INVALID_ARGUMENT`). Every fit gives a mask for the frame (`msf_result_mask_frame`);
+/// `msf_result_view` says where the model-resolution mask lies in it.
+pub type MsfFit = u32;
+/// Centre crop to the largest square, as upstream MSF evaluates: the sides of a wide frame get no
+/// object (`MSF_MASK_VOID` in `msf_result_mask_frame`). What programs built against the headers of
+/// version 1 and 2 of `MsfOptions` (without `fit`) get.
+pub const MSF_FIT_CROP: MsfFit = 0;
+/// The whole frame resized to the square (objects squeezed): the default of `msf_options_default()`.
+pub const MSF_FIT_STRETCH: MsfFit = 1;
+/// The whole frame resized keeping its aspect ratio, centred on a square of the normalisation's mean
+/// colour (fewer pixels per object).
+pub const MSF_FIT_PAD: MsfFit = 2;
+/// Overlapping squares of the frame's short side along its long side, one inference each, their
+/// objects merged into one set of ids: the most accurate and the slowest (2-3 inferences for 4:3 to
+/// 16:9). The number of objects then varies per frame and may exceed the model's K (read it with
+/// `msf_result_num_slots`); not usable with trackers (`msf_tracker_create` refuses it).
+pub const MSF_FIT_TILES: MsfFit = 3;
+
 /// How to load a model. Start from `msf_options_default()` and change fields; `struct_size` lets
 /// later versions add fields without breaking programs built against this header.
+///
+/// Versions: 1 (20 bytes) up to `allow_fallback`, 2 (24 bytes) added `concurrency`, 3 (28 bytes)
+/// added `fit`. A program built against an older header passes its smaller `struct_size` and gets
+/// the defaults of the fields it does not know, except `fit`, which is then `MSF_FIT_CROP`, the
+/// behaviour that program was built for.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MsfOptions {
@@ -61,29 +86,42 @@ pub struct MsfOptions {
     /// `threads` = cores / concurrency. Added in version 2 of this struct: programs built against
     /// the older header pass a smaller `struct_size` and get one.
     pub concurrency: u32,
+    /// `MSF_FIT_*`: how frames that are not square are fitted into the model's input;
+    /// `msf_options_default()` sets `MSF_FIT_STRETCH` (masks cover the whole frame). Added in
+    /// version 3 of this struct: programs built against an older header pass a smaller
+    /// `struct_size` and get `MSF_FIT_CROP`, the centre crop they were built for.
+    pub fit: MsfFit,
 }
 
 /// `struct_size` of the first `MsfOptions` (without `concurrency`), still accepted.
 const OPTIONS_V1_SIZE: u32 = 5 * 4;
+/// `struct_size` of the second `MsfOptions` (with `concurrency`, without `fit`), still accepted.
+const OPTIONS_V2_SIZE: u32 = 6 * 4;
+/// Bytes of `MsfOptions` up to and including `fit`: a `struct_size` below this means a program
+/// built before `fit` existed.
+const OPTIONS_FIT_END: usize = std::mem::offset_of!(MsfOptions, fit) + std::mem::size_of::<MsfFit>();
 
 /// Shapes of a loaded model.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MsfModelInfo {
-    /// K: slots (objects) per frame.
+    /// K: the model's slots (objects) per inference. A result has K objects, except with
+    /// `MSF_FIT_TILES`, whose merged results have their own count (possibly more than K): read it
+    /// from each result with `msf_result_num_slots`.
     pub num_slots: u32,
     /// D: values per slot vector.
     pub slot_dim: u32,
     /// Side of the attention grid.
     pub grid: u32,
-    /// Side of the model-resolution mask (the centre crop resized to the model's input, 256).
+    /// Side of the model-resolution mask (the model's input, 256; see `msf_result_view`).
     pub mask_size: u32,
     /// Non-zero when the graph has the `slots_init` input (exported with `--slots-in`): trackers
     /// then carry slots from frame to frame.
     pub slots_input: u32,
 }
 
-/// The default options: tract on the CPU with its default thread count.
+/// The default options: tract on the CPU with its default thread count, one calling thread,
+/// `MSF_FIT_STRETCH`.
 #[no_mangle]
 pub extern "C" fn msf_options_default() -> MsfOptions {
     MsfOptions {
@@ -93,11 +131,13 @@ pub extern "C" fn msf_options_default() -> MsfOptions {
         threads: 0,
         allow_fallback: 0,
         concurrency: 0,
+        fit: MSF_FIT_STRETCH,
     }
 }
 
 /// Copy the caller's options, reading only the `struct_size` bytes a caller built against an
-/// older header provides; fields it does not know keep their defaults.
+/// older header provides; fields it does not know keep their defaults, except `fit`, which is
+/// `MSF_FIT_CROP` for callers built before it existed (the behaviour they were built for).
 ///
 /// # Safety
 /// `options` must point to at least 4 readable bytes, and to `struct_size` bytes when that is
@@ -111,7 +151,34 @@ unsafe fn read_options(options: *const MsfOptions) -> MsfOptions {
     // SAFETY: `n` bytes are readable (the caller's contract) and fit in `out`.
     unsafe { std::ptr::copy_nonoverlapping(options.cast::<u8>(), (&mut out as *mut MsfOptions).cast::<u8>(), n) };
     out.struct_size = size as u32;
+    if size < OPTIONS_FIT_END {
+        out.fit = MSF_FIT_CROP;
+    }
     out
+}
+
+fn fit_from(f: MsfFit) -> FfiResult<Fit> {
+    Ok(match f {
+        MSF_FIT_CROP => Fit::Crop,
+        MSF_FIT_STRETCH => Fit::Stretch,
+        MSF_FIT_PAD => Fit::Pad,
+        MSF_FIT_TILES => Fit::Tiles,
+        _ => {
+            return Err(Failure::invalid(format!(
+                "unknown fit {f} (use one of MSF_FIT_CROP, MSF_FIT_STRETCH, MSF_FIT_PAD, MSF_FIT_TILES: 0..=3)"
+            )))
+        }
+    })
+}
+
+/// The `MSF_FIT_*` value of a fit.
+pub(crate) fn fit_to_c(f: Fit) -> MsfFit {
+    match f {
+        Fit::Crop => MSF_FIT_CROP,
+        Fit::Stretch => MSF_FIT_STRETCH,
+        Fit::Pad => MSF_FIT_PAD,
+        Fit::Tiles => MSF_FIT_TILES,
+    }
 }
 
 fn pixel_format(f: MsfPixelFormat) -> FfiResult<PixelFormat> {
@@ -209,7 +276,7 @@ fn builder_from(opts: &MsfOptions) -> FfiResult<runtime::DecomposerBuilder> {
     if opts.struct_size == 0 {
         return Err(Failure::invalid("MsfOptions.struct_size is 0: start from msf_options_default()"));
     }
-    if opts.struct_size != OPTIONS_V1_SIZE && opts.struct_size < want {
+    if opts.struct_size != OPTIONS_V1_SIZE && opts.struct_size != OPTIONS_V2_SIZE && opts.struct_size < want {
         return Err(Failure::invalid(format!(
             "MsfOptions.struct_size is {} but this library's MsfOptions has {want} bytes: start from msf_options_default()",
             opts.struct_size
@@ -226,7 +293,8 @@ fn builder_from(opts: &MsfOptions) -> FfiResult<runtime::DecomposerBuilder> {
         MSF_PROVIDER_TENSORRT => Provider::Tensorrt,
         p => return Err(Failure::invalid(format!("unknown provider {p} (use one of MSF_PROVIDER_*)"))),
     };
-    let mut b = Decomposer::builder().backend(backend).provider(provider).allow_fallback(opts.allow_fallback != 0);
+    let fit = fit_from(opts.fit)?;
+    let mut b = Decomposer::builder().backend(backend).provider(provider).allow_fallback(opts.allow_fallback != 0).fit(fit);
     if opts.threads > 0 {
         b = b.threads(opts.threads as usize);
     }
@@ -261,7 +329,8 @@ fn path_from(p: *const c_char) -> FfiResult<PathBuf> {
 /// share one decomposer between all the threads and streams that use the same model, and free it
 /// with `msf_decomposer_destroy`.
 ///
-/// Errors: `MSF_STATUS_NULL_ARGUMENT` (`onnx_path`, `out`), `MSF_STATUS_INVALID_ARGUMENT` (options),
+/// Errors: `MSF_STATUS_NULL_ARGUMENT` (`onnx_path`, `out`), `MSF_STATUS_INVALID_ARGUMENT` (options:
+/// `struct_size`, unknown backend, provider or fit),
 /// `MSF_STATUS_IO` (file missing or unreadable), `MSF_STATUS_MODEL` (not an MSF model),
 /// `MSF_STATUS_UNSUPPORTED` (backend or provider not available).
 ///
@@ -347,8 +416,10 @@ pub unsafe extern "C" fn msf_decomposer_info(dec: *const MsfDecomposer, out: *mu
 /// The frame is read in place and not retained: `data` points to `height` rows of `width` pixels in
 /// `format`, each row starting `stride` bytes after the previous one (0 = packed). It must hold at
 /// least `(height - 1) * stride + width * bytes_per_pixel` bytes (see `msf_image_required_size`):
-/// the library cannot check that. Any aspect ratio works: the model sees the centre square crop,
-/// the way upstream MSF evaluates.
+/// the library cannot check that. Any aspect ratio works: the decomposer's `MsfOptions.fit` says how
+/// the frame is put into the model's square input (stretched by default), and `msf_result_view` where
+/// the model-resolution mask lies in the frame. The number of objects is the result's own
+/// (`msf_result_num_slots`): the model's K, or with `MSF_FIT_TILES` the merged count.
 ///
 /// Thread-safe: any number of threads may call this on one decomposer at once.
 ///
@@ -372,7 +443,7 @@ let st = unsafe { msf_decompose(dec, bgr.as_ptr(), w, h, 0, MSF_PIXEL_FORMAT_BGR
 assert_eq!(st, MsfStatus::Ok);
 let (mut mask, mut mw, mut mh) = (std::ptr::null(), 0, 0);
 unsafe { msf_result_mask_frame(res, &mut mask, &mut mw, &mut mh) };
-assert_eq!((mw, mh), (w, h)); // slot index per frame pixel, MSF_MASK_VOID outside the centre crop
+assert_eq!((mw, mh), (w, h)); // slot index per frame pixel (MSF_MASK_VOID outside the crop of MSF_FIT_CROP)
 msf_result_destroy(res);
 # msf_decomposer_destroy(dec);
 ```
@@ -395,7 +466,7 @@ pub unsafe extern "C" fn msf_decompose(
         // SAFETY: the documented contract of `data`.
         let view = unsafe { image_view(data, width, height, stride, format) }?;
         let r = d.decompose(&view)?;
-        let h = handle::register(Object::Result(Arc::new(ResultData::new(r))));
+        let h = handle::register(Object::Result(Arc::new(ResultData::new(r, d.fit()))));
         // SAFETY: as above.
         unsafe { out.write(h as *mut MsfResult) };
         Ok(())
@@ -432,6 +503,23 @@ mod tests {
         o = msf_options_default();
         o.struct_size = OPTIONS_V1_SIZE + 1;
         assert!(builder_from(&o).unwrap_err().message.contains("struct_size"));
+        o.struct_size = OPTIONS_V2_SIZE + 1;
+        assert!(builder_from(&o).unwrap_err().message.contains("struct_size"));
+        o = msf_options_default();
+        o.fit = 4;
+        let e = builder_from(&o).unwrap_err();
+        assert_eq!(e.status, MsfStatus::InvalidArgument);
+        assert!(e.message.contains("unknown fit 4") && e.message.contains("MSF_FIT_TILES"), "{}", e.message);
+        for (c, f) in [(MSF_FIT_CROP, Fit::Crop), (MSF_FIT_STRETCH, Fit::Stretch), (MSF_FIT_PAD, Fit::Pad), (MSF_FIT_TILES, Fit::Tiles)] {
+            assert_eq!((fit_from(c).unwrap(), fit_to_c(f)), (f, c));
+        }
+    }
+
+    #[test]
+    fn the_default_fit_is_the_librarys() {
+        assert_eq!(fit_from(msf_options_default().fit).unwrap(), Fit::default());
+        assert_eq!(std::mem::size_of::<MsfOptions>(), OPTIONS_FIT_END, "`fit` is the last field of version 3");
+        assert_eq!(OPTIONS_FIT_END, 7 * 4);
     }
 
     /// A program built against the first header passes a 20-byte struct: only those bytes are
@@ -450,9 +538,40 @@ mod tests {
         assert_eq!(std::mem::size_of::<V1>() as u32, OPTIONS_V1_SIZE);
         let o = unsafe { read_options((&v1 as *const V1).cast()) };
         assert_eq!((o.struct_size, o.threads, o.allow_fallback, o.concurrency), (OPTIONS_V1_SIZE, 3, 1, 0));
+        assert_eq!(o.fit, MSF_FIT_CROP, "built before `fit`: the centre crop it was built for");
         assert!(builder_from(&o).is_ok());
-        let mut v2 = msf_options_default();
-        v2.concurrency = 4;
-        assert_eq!(unsafe { read_options(&v2) }, v2);
+        let mut v3 = msf_options_default();
+        v3.concurrency = 4;
+        v3.fit = MSF_FIT_PAD;
+        assert_eq!(unsafe { read_options(&v3) }, v3);
+    }
+
+    /// A program built against the second header (with `concurrency`, without `fit`) passes 24
+    /// bytes: it keeps its concurrency and gets the centre crop.
+    #[test]
+    fn options_of_the_second_version_get_the_crop() {
+        #[repr(C)]
+        struct V2 {
+            struct_size: u32,
+            backend: u32,
+            provider: u32,
+            threads: u32,
+            allow_fallback: u32,
+            concurrency: u32,
+        }
+        assert_eq!(std::mem::size_of::<V2>() as u32, OPTIONS_V2_SIZE);
+        // What follows the 24 bytes in the caller's memory must not be read as `fit`.
+        #[repr(C)]
+        struct Followed {
+            v2: V2,
+            garbage: u32,
+        }
+        let v = Followed {
+            v2: V2 { struct_size: OPTIONS_V2_SIZE, backend: MSF_BACKEND_TRACT, provider: MSF_PROVIDER_CPU, threads: 2, allow_fallback: 0, concurrency: 3 },
+            garbage: 99,
+        };
+        let o = unsafe { read_options((&v as *const Followed).cast()) };
+        assert_eq!((o.struct_size, o.threads, o.concurrency, o.fit), (OPTIONS_V2_SIZE, 2, 3, MSF_FIT_CROP));
+        assert!(builder_from(&o).is_ok());
     }
 }

@@ -43,6 +43,14 @@
 //! crashing. The one thing the library cannot catch is reading a buffer returned by a result
 //! accessor after `msf_result_destroy`: that memory is gone.
 //!
+//! ## Frames that are not square
+//! `MsfOptions.fit` says how a frame is put into the model's square input: `MSF_FIT_STRETCH` (the
+//! default), `MSF_FIT_CROP` (upstream's centre crop; what programs built against the headers before
+//! `fit` get), `MSF_FIT_PAD` or `MSF_FIT_TILES` (several views merged: the number of objects then
+//! varies per frame and may exceed the model's K). `msf_result_view` says where the model-resolution
+//! mask lies in the frame for every fit; take the number of objects from each result
+//! (`msf_result_num_slots`).
+//!
 //! ## Threads and streams
 //! A decomposer is thread-safe: load the model once and call `msf_decompose` from every thread.
 //! A tracker holds one stream's temporal state; give each stream its own (they may share the

@@ -73,8 +73,9 @@ fn tracker_options(o: &MsfTrackerOptions, slots_input: bool) -> FfiResult<Tracke
 /// model loaded: `dec` may be destroyed before it.
 ///
 /// Errors: `MSF_STATUS_NULL_ARGUMENT`, `MSF_STATUS_INVALID_HANDLE` (`dec`),
-/// `MSF_STATUS_INVALID_ARGUMENT` (options), `MSF_STATUS_MODEL` (`MSF_TEMPORAL_ON` with a model
-/// exported without `--slots-in`).
+/// `MSF_STATUS_INVALID_ARGUMENT` (options; a decomposer created with `MSF_FIT_TILES`, whose frames
+/// have several model views), `MSF_STATUS_MODEL` (`MSF_TEMPORAL_ON` with a model exported without
+/// `--slots-in`).
 ///
 /// # Safety
 /// `options` must be NULL or a valid `MsfTrackerOptions`; `out` NULL or writable.
@@ -118,6 +119,13 @@ pub unsafe extern "C" fn msf_tracker_create(
             unsafe { options.read_unaligned() }
         };
         let opts = tracker_options(&o, d.info().slots_input)?;
+        if d.fit() == runtime::Fit::Tiles {
+            return Err(Failure::invalid(
+                "the decomposer was created with MSF_FIT_TILES, which gives several model views per frame: a tracker \
+                 follows one view's slots from frame to frame; create its decomposer with MSF_FIT_CROP, MSF_FIT_STRETCH \
+                 or MSF_FIT_PAD",
+            ));
+        }
         let t = Tracker::with_options(d, opts)?;
         let h = handle::register(Object::Tracker(Arc::new(Mutex::new(t))));
         // SAFETY: as above.
@@ -149,8 +157,11 @@ pub unsafe extern "C" fn msf_tracker_step(
         // SAFETY: the documented contract of `data`.
         let view = unsafe { image_view(data, width, height, stride, format) }?;
         // A panic in an earlier step leaves the tracker's state as it was before that frame.
-        let d = t.lock().unwrap_or_else(PoisonError::into_inner).step(&view)?;
-        let h = handle::register(Object::Result(Arc::new(ResultData::new(d))));
+        let (d, fit) = {
+            let mut state = t.lock().unwrap_or_else(PoisonError::into_inner);
+            (state.step(&view)?, state.decomposer().fit())
+        };
+        let h = handle::register(Object::Result(Arc::new(ResultData::new(d, fit))));
         // SAFETY: as above.
         unsafe { out.write(h as *mut MsfResult) };
         Ok(())

@@ -56,6 +56,14 @@ fn header_declares_the_whole_api() {
         "MSF_STATUS_PANIC = 8",
         "#define MSF_PIXEL_FORMAT_BGR8 1",
         "typedef struct MsfDecomposer MsfDecomposer;",
+        "MsfStatus msf_result_view(",
+        "MsfStatus msf_result_num_slots(",
+        "#define MSF_FIT_CROP 0",
+        "#define MSF_FIT_STRETCH 1",
+        "#define MSF_FIT_PAD 2",
+        "#define MSF_FIT_TILES 3",
+        "    MsfFit fit;\n} MsfOptions;",
+        "typedef struct MsfView {",
     ] {
         assert!(h.contains(name), "generated header lacks `{name}`");
     }

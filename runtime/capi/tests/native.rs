@@ -1,6 +1,7 @@
 //! The C API as a C/C++ user meets it: install it with `scripts/install-capi` into a temporary
 //! prefix, build the C++ example with CMake (`find_package(msf_runtime)`) and `tests/c/abuse.c` with
-//! `cc` + pkg-config, run them, and compare the example's masks with `msf-runtime`'s Rust API.
+//! `cc` + pkg-config, run them, and compare the example's masks with `msf-runtime`'s Rust API (for
+//! every `--fit`) and, when it is built, the `msf-run` CLI's.
 //!
 //! Needs `cmake`, a C and a C++ compiler (`scripts/deps` installs cmake). The library installed is
 //! the one cargo built for this test run (`target/<profile>/deps/libmsf_runtime.so`).
@@ -8,7 +9,7 @@
 mod common;
 
 use common::{fixture_rgb, profile_dir, repo_root, require_fixtures, run, tiny_model};
-use runtime::{Decomposer, ImageView};
+use runtime::{Decomposer, Fit, ImageView};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -85,16 +86,32 @@ fn cpp_example_builds_with_cmake_and_matches_the_rust_api() {
     run(Command::new("cmake").arg("--build").arg(&build));
     let exe = build.join("msf_example");
 
-    let dec = Decomposer::builder().threads(1).build(&model).expect("load with the Rust API");
-    // A non-square RGB photo (crop offsets), a grey one and an RGBA logo, decoded by the `image` crate.
-    for name in ["motorcycle_left.png", "camera.png", "logo.png"] {
+    // A non-square RGB photo with every fit (crop offsets, padding, two tiles), a grey one and an
+    // RGBA logo with the library's default fit (no --fit: stretch), decoded by the `image` crate.
+    let cases = [
+        ("motorcycle_left.png", Some(Fit::Crop)),
+        ("motorcycle_left.png", Some(Fit::Stretch)),
+        ("motorcycle_left.png", Some(Fit::Pad)),
+        ("motorcycle_left.png", Some(Fit::Tiles)),
+        ("camera.png", None),
+        ("logo.png", None),
+    ];
+    for (name, fit) in cases {
         let img = fixture_rgb(&fixtures, name);
         let ppm = work.path().join(name.replace(".png", ".ppm"));
         write_ppm(&img, &ppm);
         let (frame_pgm, model_pgm) = (work.path().join("frame.pgm"), work.path().join("model.pgm"));
-        let out = run(Command::new(&exe).arg(&model).arg(&ppm).arg(&frame_pgm).arg(&model_pgm));
+        let mut cmd = Command::new(&exe);
+        if let Some(f) = fit {
+            cmd.args(["--fit", f.as_str()]);
+        }
+        let out = run(cmd.arg(&model).arg(&ppm).arg(&frame_pgm).arg(&model_pgm));
         let stdout = String::from_utf8_lossy(&out.stdout);
+        let fit = fit.unwrap_or_default();
+        let label = format!("{name} (fit {fit})");
+        let name = label.as_str();
 
+        let dec = Decomposer::builder().threads(1).fit(fit).build(&model).expect("load with the Rust API");
         let want = dec.decompose(&ImageView::from_rgb_image(&img).unwrap()).unwrap();
         let (w, h, frame_mask) = read_pgm(&frame_pgm);
         assert_eq!((w, h), (img.width() as usize, img.height() as usize), "{name}: frame mask size");
@@ -110,14 +127,19 @@ fn cpp_example_builds_with_cmake_and_matches_the_rust_api() {
             assert!(stdout.contains(&line), "{name}: `{line}` missing from:\n{stdout}");
         }
         assert!(stdout.contains(&format!("msf_runtime {}", env!("CARGO_PKG_VERSION"))), "{stdout}");
-        compare_with_cli(&model, &img, name, &want.mask_in_frame(), work.path());
+        // The example prints the result's view; the crop only for crop results.
+        assert!(stdout.contains(&format!(", fit {fit}: frame [")), "{name}: no view line in:\n{stdout}");
+        assert_eq!(stdout.contains("\ncrop "), fit == Fit::Crop, "{name}: {stdout}");
+        assert!(stdout.contains(&format!("\n{} slots of ", want.num_slots)), "{name}: object count in:\n{stdout}");
+        let file = label.split(' ').next().unwrap();
+        compare_with_cli(&model, &img, file, fit, &want.mask_in_frame(), work.path());
     }
 }
 
 /// When the `msf-run` CLI is built in the same profile (`cargo build --features cli`; CI builds it),
-/// its mask PNG agrees too: the CLI, the Rust API and the C++ program are three front ends of one
-/// library.
-fn compare_with_cli(model: &Path, img: &image::RgbImage, name: &str, want: &[u8], work: &Path) {
+/// its mask PNG agrees too, given the same `--fit`: the CLI, the Rust API and the C++ program are
+/// three front ends of one library.
+fn compare_with_cli(model: &Path, img: &image::RgbImage, name: &str, fit: Fit, want: &[u8], work: &Path) {
     let cli = profile_dir().join("msf-run");
     if !cli.is_file() {
         eprintln!("note: {} is not built; CLI comparison skipped", cli.display());
@@ -125,15 +147,15 @@ fn compare_with_cli(model: &Path, img: &image::RgbImage, name: &str, want: &[u8]
     }
     let input = work.join(name);
     img.save(&input).expect("write the input PNG");
-    // One folder per image: a folder that holds an earlier run is refused.
-    let out = work.join(format!("cli-out-{}", name.replace('.', "_")));
+    // One folder per image and fit: a folder that holds an earlier run is refused.
+    let out = work.join(format!("cli-out-{}-{fit}", name.replace('.', "_")));
     run(Command::new(&cli)
         .arg("--onnx")
         .arg(model)
         .arg(&input)
         .arg("-o")
         .arg(&out)
-        .args(["--threads", "1", "--no-overlay", "--no-slots", "--quiet"]));
+        .args(["--fit", fit.as_str(), "--threads", "1", "--no-overlay", "--no-slots", "--quiet"]));
     let png_path = out.join("masks").join(name.replace(".jpg", ".png"));
     let mut dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png_path).unwrap_or_else(|e| {
         panic!("{}: {e} (msf-run wrote: {:?})", png_path.display(), std::fs::read_dir(&out).map(|d| d.count()))
@@ -145,7 +167,7 @@ fn compare_with_cli(model: &Path, img: &image::RgbImage, name: &str, want: &[u8]
     assert_eq!(info.color_type, png::ColorType::Indexed, "{name}: msf-run mask is not indexed");
     assert_eq!((info.width, info.height), (img.width(), img.height()), "{name}: msf-run mask size");
     ids.truncate(info.buffer_size());
-    assert!(ids == want, "{name}: the msf-run mask differs from the Rust API's");
+    assert!(ids == want, "{name}: the msf-run mask with --fit {fit} differs from the Rust API's");
 }
 
 #[test]
@@ -187,7 +209,7 @@ fn abuse_program_gets_errors_never_crashes() {
     assert!(last.starts_with("abuse: all ") && last.ends_with(" checks ok"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
     // Every error path ran: the status of each misuse is printed with its message.
-    for needle in ["NULL", "already destroyed", "not a handle created by this library", "model file not found"] {
+    for needle in ["NULL", "already destroyed", "not a handle created by this library", "model file not found", "unknown fit 9", "use msf_result_view"] {
         assert!(stdout.contains(needle), "`{needle}` not in:\n{stdout}");
     }
     // Nothing was printed to stderr: no panic message, no warning.

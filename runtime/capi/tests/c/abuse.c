@@ -11,6 +11,7 @@
  */
 #include <msf_runtime.h>
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,9 +83,21 @@ int main(int argc, char **argv) {
     opts.provider = 9;
     expect("create: unknown provider", msf_decomposer_create(model, &opts, &dec), MSF_STATUS_INVALID_ARGUMENT,
            "unknown provider 9");
+    opts = msf_options_default();
+    opts.fit = 9;
+    expect("create: unknown fit", msf_decomposer_create(model, &opts, &dec), MSF_STATUS_INVALID_ARGUMENT,
+           "unknown fit 9");
+    expect_true("create: no handle for an unknown fit", dec == NULL);
+    opts = msf_options_default();
+    opts.struct_size = (uint32_t)offsetof(MsfOptions, fit) + 2;
+    expect("create: struct_size between versions", msf_decomposer_create(model, &opts, &dec),
+           MSF_STATUS_INVALID_ARGUMENT, "struct_size is 26");
+    expect_true("options_default: the library's default fit is stretch", msf_options_default().fit == MSF_FIT_STRETCH);
 
+    /* The checks below are about the centre crop: ask for it. */
     opts = msf_options_default();
     opts.threads = 1;
+    opts.fit = MSF_FIT_CROP;
     expect("create: valid model", msf_decomposer_create(model, &opts, &dec), MSF_STATUS_OK, "");
     if (dec == NULL) {
         printf("abuse: cannot go on without a model (%d checks failed)\n", failures);
@@ -177,6 +190,97 @@ int main(int argc, char **argv) {
            "out of range");
     expect("bbox: NULL out", msf_result_bbox(res, 0, NULL), MSF_STATUS_NULL_ARGUMENT, "`out` is NULL");
     expect("bbox_frame", msf_result_bbox_frame(res, 0, &box), MSF_STATUS_OK, "");
+    MsfView view;
+    memset(&view, 0, sizeof view);
+    expect("view: struct_size not set", msf_result_view(res, &view), MSF_STATUS_INVALID_ARGUMENT, "sizeof(MsfView)");
+    expect("view: NULL out", msf_result_view(res, NULL), MSF_STATUS_NULL_ARGUMENT, "`out` is NULL");
+    view.struct_size = sizeof view;
+    expect("view of a crop result", msf_result_view(res, &view), MSF_STATUS_OK, "");
+    expect_true("view: the crop's rectangles",
+                view.struct_size == sizeof view && view.fit == MSF_FIT_CROP && view.frame.x == crop.left &&
+                    view.frame.y == 0 && view.frame.width == crop.size && view.frame.height == crop.size &&
+                    view.input.x == 0 && view.input.width == view.input_size && view.mask_size == info.mask_size &&
+                    view.tiles == 1 && !view.tiled && !view.covers_frame);
+
+    /* ---- fits: a program built against the version-2 header, the default (stretch), tiles ---- */
+    {
+        MsfOptions old = msf_options_default();
+        old.threads = 1;
+        old.fit = 77; /* past the old struct: must not be read */
+        old.struct_size = (uint32_t)offsetof(MsfOptions, fit);
+        MsfDecomposer *d2 = NULL;
+        MsfResult *r2 = NULL;
+        expect("create: MsfOptions of the version-2 header (24 bytes)", msf_decomposer_create(model, &old, &d2),
+               MSF_STATUS_OK, "");
+        if (d2) {
+            expect("decompose (version-2 options)",
+                   msf_decompose(d2, &img[0][0], W, H, stride, MSF_PIXEL_FORMAT_RGB8, &r2), MSF_STATUS_OK, "");
+            view.struct_size = sizeof view;
+            expect("view (version-2 options)", msf_result_view(r2, &view), MSF_STATUS_OK, "");
+            expect_true("version-2 options keep the centre crop", view.fit == MSF_FIT_CROP && !view.covers_frame);
+            expect("crop (version-2 options)", msf_result_crop(r2, &crop), MSF_STATUS_OK, "");
+            msf_result_destroy(r2);
+            msf_decomposer_destroy(d2);
+        }
+
+        MsfOptions stretch = msf_options_default();
+        stretch.threads = 1;
+        expect("create: default options (stretch)", msf_decomposer_create(model, &stretch, &d2), MSF_STATUS_OK, "");
+        if (d2) {
+            expect("decompose (stretch)", msf_decompose(d2, &img[0][0], W, H, stride, MSF_PIXEL_FORMAT_RGB8, &r2),
+                   MSF_STATUS_OK, "");
+            expect("crop of a stretch result", msf_result_crop(r2, &crop), MSF_STATUS_INVALID_ARGUMENT,
+                   "use msf_result_view");
+            view.struct_size = sizeof view;
+            expect("view (stretch)", msf_result_view(r2, &view), MSF_STATUS_OK, "");
+            expect_true("view: stretch covers the whole frame",
+                        view.fit == MSF_FIT_STRETCH && view.frame_width == W && view.frame_height == H &&
+                            view.frame.x == 0 && view.frame.y == 0 && view.frame.width == W &&
+                            view.frame.height == H && view.input.width == view.input_size &&
+                            view.input.height == view.input_size && view.covers_frame && view.tiles == 1);
+            expect("mask_frame (stretch)", msf_result_mask_frame(r2, &mask, &mw, &mh), MSF_STATUS_OK, "");
+            size_t n = 0;
+            msf_result_num_slots(r2, &n);
+            int all = 1;
+            for (uint32_t i = 0; i < mw * mh; i++)
+                if (mask[i] >= n) all = 0;
+            expect_true("mask_frame (stretch): an object at every pixel, no MSF_MASK_VOID", all);
+            msf_result_destroy(r2);
+            msf_decomposer_destroy(d2);
+        }
+
+        MsfOptions tiles = msf_options_default();
+        tiles.threads = 1;
+        tiles.fit = MSF_FIT_TILES;
+        expect("create: tiles", msf_decomposer_create(model, &tiles, &d2), MSF_STATUS_OK, "");
+        if (d2) {
+            expect("decompose (tiles)", msf_decompose(d2, &img[0][0], W, H, stride, MSF_PIXEL_FORMAT_RGB8, &r2),
+                   MSF_STATUS_OK, "");
+            view.struct_size = sizeof view;
+            expect("view (tiles)", msf_result_view(r2, &view), MSF_STATUS_OK, "");
+            expect_true("view: a 64x48 frame in 2 merged tiles", view.fit == MSF_FIT_TILES && view.tiles == 2 &&
+                                                                       view.tiled && view.covers_frame);
+            size_t n = 0;
+            expect("num_slots (tiles)", msf_result_num_slots(r2, &n), MSF_STATUS_OK, "");
+            expect_true("num_slots (tiles): the merged objects, at least the model's K", n >= info.num_slots);
+            uint64_t sum = 0;
+            int ok = 1;
+            for (uint32_t s = 0; s < n; s++) {
+                uint64_t a = 0;
+                if (msf_result_area_frame(r2, s, &a) != MSF_STATUS_OK) ok = 0;
+                sum += a;
+            }
+            expect_true("area_frame (tiles): every object readable, together the whole frame", ok && sum == W * H);
+            expect("area_frame (tiles): one past the result's objects", msf_result_area_frame(r2, (uint32_t)n, &area),
+                   MSF_STATUS_INVALID_ARGUMENT, "out of range");
+            MsfTracker *t2 = (MsfTracker *)0x1;
+            expect("tracker_create on a tiles decomposer", msf_tracker_create(d2, NULL, &t2),
+                   MSF_STATUS_INVALID_ARGUMENT, "MSF_FIT_TILES");
+            expect_true("tracker_create (tiles): *out reset to NULL", t2 == NULL);
+            msf_result_destroy(r2);
+            msf_decomposer_destroy(d2);
+        }
+    }
 
     /* ---- wrong handle types, garbage, use after destroy, double destroy ---- */
     MsfResult *res2 = NULL;
