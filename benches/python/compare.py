@@ -252,7 +252,7 @@ def main() -> int:
         out = os.path.join(a.work, "out-" + label.replace(" ", "_"))
         subprocess.run(["rm", "-rf", out])
         cmd = [os.path.join(a.bin_dir, "msf-run"), "--onnx", model, os.path.join(a.work, "frames"), "-o", out,
-               "--no-overlay", "--no-slots", "--mask-res", "model", "--quiet", "--json", *extra]
+               "--no-overlay", "--no-slots", "--fit", "crop", "--mask-res", "model", "--quiet", "--json", *extra]
         if a.threads:
             cmd += ["--threads", str(a.threads)]
         wall, rss, stdout, _ = run_child(cmd)

@@ -4,6 +4,12 @@
 //! source → decode-ahead → N jobs of `batch` frames → temporal slot carry-over + [`Tracker`] →
 //! frames delivered in order → [`Sink`]s.
 //!
+//! A live source (a camera, a network stream: [`FrameSource::is_live`]) does not wait for the
+//! model: under [`LivePolicy::Newest`] (the default) it is read on its own thread and each round
+//! takes the newest frame, dropping the ones there was no time for ([`RunReport::frames_dropped`]);
+//! files never drop a frame. [`RunReport::latency`] says how long frames took from decoded (or
+//! captured) to delivered to every sink.
+//!
 //! ```
 //! # let model = msf_tests::FixtureModel::slate(false); // a real export of an upstream checkpoint
 //! # let folder = msf_tests::fixture_image("camera.png").parent().unwrap().to_path_buf();
@@ -24,13 +30,13 @@
 
 use crate::decompose::{Decomposer, DecomposerBuilder, Decomposition};
 use crate::error::{Error, Result};
-use crate::source::{ByteBudget, Frame, FrameSource, Prefetch};
+use crate::source::{ByteBudget, Frame, FrameSource, Newest, Prefetch};
 use crate::track::{Tracker, TrackerOptions};
 use crate::view::ImageView;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where decomposed frames go, in source order: the output folder ([`crate::sink::FrameWriter`]),
 /// the overlay video, or a closure ([`FnSink`]).
@@ -85,6 +91,134 @@ impl std::str::FromStr for ErrorPolicy {
     }
 }
 
+/// What a live source ([`FrameSource::is_live`]: a camera, a network stream) does with frames
+/// decoded while the model is still busy with an earlier one. Files never drop frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LivePolicy {
+    /// Keep only the newest decoded frame: older waiting ones are dropped and counted in
+    /// [`RunReport::frames_dropped`], so results stay close to real time (the default).
+    #[default]
+    Newest,
+    /// Decompose every frame, however late (the stream's own buffers, or the sender, wait).
+    All,
+}
+
+impl LivePolicy {
+    /// The names [`str::parse`] takes.
+    pub const NAMES: [&'static str; 2] = ["newest", "all"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LivePolicy::Newest => "newest",
+            LivePolicy::All => "all",
+        }
+    }
+}
+
+impl std::str::FromStr for LivePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "newest" => Ok(LivePolicy::Newest),
+            "all" => Ok(LivePolicy::All),
+            _ => Err(format!("unknown live policy `{s}` (use newest or all)")),
+        }
+    }
+}
+
+/// Latency of delivered frames: from the instant a frame was decoded (a camera's: captured and
+/// converted) to the instant the last sink had it. Kept as a histogram with 1 % wide buckets, so
+/// that a run of any length takes the same memory; quantiles are exact to within 1 %.
+#[derive(Clone, Default)]
+pub struct Latency {
+    count: u64,
+    sum_ms: f64,
+    max_ms: f64,
+    buckets: Vec<u64>,
+}
+
+impl Latency {
+    /// Lower edge of the first bucket, ms (shorter latencies count in it).
+    const FLOOR_MS: f64 = 1e-3;
+    /// Ratio between the edges of a bucket.
+    const RATIO: f64 = 1.01;
+    /// Buckets up to ~10⁷ ms (longer latencies count in the last).
+    const BUCKETS: usize = 2316;
+
+    pub fn record(&mut self, d: Duration) {
+        let ms = d.as_secs_f64() * 1e3;
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; Self::BUCKETS];
+        }
+        let i = ((ms / Self::FLOOR_MS).max(1.0).ln() / Self::RATIO.ln()) as usize;
+        self.buckets[i.min(Self::BUCKETS - 1)] += 1;
+        self.count += 1;
+        self.sum_ms += ms;
+        self.max_ms = self.max_ms.max(ms);
+    }
+
+    /// Frames measured.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn mean_ms(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_ms / self.count as f64)
+    }
+
+    pub fn max_ms(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.max_ms)
+    }
+
+    /// The latency under which a fraction `q` (0..=1) of the frames were delivered.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                // The bucket's geometric middle, never above the largest value seen.
+                let mid = Self::FLOOR_MS * Self::RATIO.powf(i as f64 + 0.5);
+                return Some(mid.min(self.max_ms));
+            }
+        }
+        Some(self.max_ms)
+    }
+
+    pub fn median_ms(&self) -> Option<f64> {
+        self.quantile_ms(0.5)
+    }
+
+    pub fn p90_ms(&self) -> Option<f64> {
+        self.quantile_ms(0.9)
+    }
+
+    /// `{"median", "p90", "max", "mean"}` in ms (rounded to µs), or `null` when no frame was delivered.
+    pub fn to_json(&self) -> serde_json::Value {
+        let r = |v: Option<f64>| v.map(|v| (v * 1e3).round() / 1e3);
+        if self.count == 0 {
+            return serde_json::Value::Null;
+        }
+        serde_json::json!({
+            "median": r(self.median_ms()), "p90": r(self.p90_ms()), "max": r(self.max_ms()), "mean": r(self.mean_ms()),
+        })
+    }
+}
+
+impl std::fmt::Debug for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Latency")
+            .field("count", &self.count)
+            .field("median_ms", &self.median_ms())
+            .field("p90_ms", &self.p90_ms())
+            .field("max_ms", &self.max_ms())
+            .finish()
+    }
+}
+
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -127,6 +261,10 @@ pub struct RunReport {
     pub seconds: f64,
     /// Files the sinks wrote when finishing (`decomposition.json`, `overlay.mp4`).
     pub finished_files: Vec<PathBuf>,
+    /// Frames of a live source decoded but left out for a newer one ([`LivePolicy::Newest`]).
+    pub frames_dropped: u64,
+    /// From decoded to delivered, per delivered frame.
+    pub latency: Latency,
 }
 
 impl RunReport {
@@ -165,6 +303,7 @@ pub struct PipelineBuilder {
     /// Temporal mode carries slots only where the model has the `slots_init` input.
     temporal_auto: bool,
     live: bool,
+    live_policy: LivePolicy,
     errors: ErrorPolicy,
     stop: Option<Arc<AtomicBool>>,
     decode_ahead: Option<usize>,
@@ -213,10 +352,19 @@ impl PipelineBuilder {
         self.temporal = Some(opts);
         self
     }
-    /// The source is live (a camera): each frame's latency matters more than throughput, so the
-    /// default is one job.
+    /// The source is, or includes, a live one (a camera, a network stream: see
+    /// [`crate::source::is_live_input`]): each frame's latency matters more than throughput, so
+    /// the default is one job, and the source is read on its own thread even before it says it is
+    /// live. Which frames may be dropped is still each frame's source's
+    /// ([`FrameSource::is_live`]; a source that says so is treated as live without this).
     pub fn live(mut self, yes: bool) -> Self {
         self.live = yes;
+        self
+    }
+    /// What a live source does with frames decoded while the model is busy (default
+    /// [`LivePolicy::Newest`]: keep the newest, drop and count the others).
+    pub fn live_policy(mut self, policy: LivePolicy) -> Self {
+        self.live_policy = policy;
         self
     }
     pub fn on_error(mut self, policy: ErrorPolicy) -> Self {
@@ -274,6 +422,8 @@ impl PipelineBuilder {
             jobs,
             batch: self.batch.unwrap_or(1).max(1),
             tracker: std::sync::Mutex::new(tracker),
+            live: self.live,
+            live_policy: self.live_policy,
             errors: self.errors,
             stop: self.stop.unwrap_or_default(),
             decode_ahead: self.decode_ahead.unwrap_or(DEFAULT_DECODE_AHEAD_BYTES).max(1),
@@ -318,9 +468,38 @@ pub struct Pipeline {
     batch: usize,
     /// Temporal mode's tracker; reset whenever a frame of another stream arrives.
     tracker: std::sync::Mutex<Option<Tracker>>,
+    live: bool,
+    live_policy: LivePolicy,
     errors: ErrorPolicy,
     stop: Arc<AtomicBool>,
     decode_ahead: usize,
+}
+
+/// The source as the frame loop reads it: each item with the instant it was decoded.
+enum Frames {
+    /// Decoded when asked for.
+    Plain(Box<dyn FrameSource>),
+    /// Decoded ahead on a thread, within the byte budget.
+    Ahead(Prefetch),
+    /// A live source read on a thread, newest frame only.
+    Newest(Newest),
+}
+
+impl Frames {
+    fn next_timed(&mut self) -> Option<(Result<Frame>, Instant)> {
+        match self {
+            Frames::Plain(s) => s.next().map(|item| (item, Instant::now())),
+            Frames::Ahead(p) => p.next_timed(),
+            Frames::Newest(n) => n.next_timed(),
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        match self {
+            Frames::Newest(n) => n.dropped(),
+            _ => 0,
+        }
+    }
 }
 
 impl Pipeline {
@@ -347,22 +526,42 @@ impl Pipeline {
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
     }
+    pub fn live_policy(&self) -> LivePolicy {
+        self.live_policy
+    }
 
     /// Decompose every frame of `source` and hand the results to `sinks` in source order; then
     /// let every sink finish. Never panics on a failing frame: how the run ended is in the report.
     pub fn run(&self, source: Box<dyn FrameSource>, sinks: &mut [&mut dyn Sink]) -> RunReport {
-        let mut report =
-            RunReport { outcome: Outcome::Done, frames: 0, skipped: Vec::new(), errors: Vec::new(), seconds: 0.0, finished_files: Vec::new() };
+        let mut report = RunReport {
+            outcome: Outcome::Done,
+            frames: 0,
+            skipped: Vec::new(),
+            errors: Vec::new(),
+            seconds: 0.0,
+            finished_files: Vec::new(),
+            frames_dropped: 0,
+            latency: Latency::default(),
+        };
         let t0 = Instant::now();
         let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = tracker.as_mut() {
             t.reset();
         }
-        // Decode the next frames while the current ones are decomposed.
+        // A live source is read as it comes, newest frame first; others are decoded ahead while
+        // the current frames are decomposed.
         let budget = ByteBudget::new(self.decode_ahead);
-        let prefetch = self.jobs > 1;
-        let mut frames: Box<dyn FrameSource> = if prefetch { Box::new(Prefetch::new(source, 2 * self.group(), budget.clone())) } else { source };
-        self.frame_loop(frames.as_mut(), tracker.as_mut(), sinks, &mut report, prefetch.then_some(&*budget));
+        let newest = self.live_policy == LivePolicy::Newest && (self.live || source.is_live());
+        let prefetch = !newest && self.jobs > 1;
+        let mut frames = if newest {
+            Frames::Newest(Newest::new(source).with_stop_flag(self.stop.clone()))
+        } else if prefetch {
+            Frames::Ahead(Prefetch::new(source, 2 * self.group(), budget.clone()))
+        } else {
+            Frames::Plain(source)
+        };
+        self.frame_loop(&mut frames, tracker.as_mut(), sinks, &mut report, prefetch.then_some(&*budget));
+        report.frames_dropped = frames.dropped();
         drop(frames);
         report.seconds = t0.elapsed().as_secs_f64();
         for sink in sinks.iter_mut() {
@@ -386,7 +585,7 @@ impl Pipeline {
     /// `budget`: the decode-ahead's, to release each frame's bytes once it is delivered.
     fn frame_loop(
         &self,
-        frames: &mut dyn FrameSource,
+        frames: &mut Frames,
         mut tracker: Option<&mut Tracker>,
         sinks: &mut [&mut dyn Sink],
         report: &mut RunReport,
@@ -394,6 +593,8 @@ impl Pipeline {
     ) {
         let group = if tracker.is_some() { 1 } else { self.group() };
         let mut pending: Vec<Frame> = Vec::with_capacity(group);
+        // When each pending frame was decoded.
+        let mut decoded_at: Vec<Instant> = Vec::with_capacity(group);
         let mut stream = None;
         loop {
             if self.stopped() {
@@ -405,18 +606,20 @@ impl Pipeline {
             let mut pending_bytes = 0;
             // A round is `group` frames, or fewer when they are large: the bytes held stay bounded.
             while pending.len() < group && pending_bytes < self.decode_ahead && !self.stopped() {
-                match frames.next() {
-                    Some(Ok(f)) => {
+                match frames.next_timed() {
+                    Some((Ok(f), at)) => {
                         pending_bytes += f.data.len();
-                        pending.push(f)
+                        pending.push(f);
+                        decoded_at.push(at);
                     }
-                    Some(Err(e)) if self.errors == ErrorPolicy::Skip => report.skipped.push(Skipped { name: None, error: e }),
-                    Some(Err(e)) => {
+                    Some((Err(e), _)) if self.errors == ErrorPolicy::Skip => report.skipped.push(Skipped { name: None, error: e }),
+                    Some((Err(e), _)) => {
                         source_error = Some(e);
                         break;
                     }
                     None => {
-                        exhausted = true;
+                        // A live source gives up waiting when the stop flag is raised.
+                        exhausted = !self.stopped();
                         break;
                     }
                 }
@@ -442,10 +645,13 @@ impl Pipeline {
                     .collect(),
                 None => self.decompose_groups(&pending),
             };
-            for (frame, result) in pending.drain(..).zip(results) {
+            for ((frame, result), at) in pending.drain(..).zip(results).zip(decoded_at.drain(..)) {
                 let delivered = result.and_then(|d| sinks.iter_mut().try_for_each(|s| s.write(&frame, &d)));
                 match delivered {
-                    Ok(()) => report.frames += 1,
+                    Ok(()) => {
+                        report.frames += 1;
+                        report.latency.record(at.elapsed());
+                    }
                     Err(e) if self.errors == ErrorPolicy::Skip && !matches!(e, Error::Write { .. }) => {
                         report.skipped.push(Skipped { name: Some(frame.name.clone()), error: e })
                     }
@@ -512,5 +718,28 @@ mod tests {
         let e = Pipeline::builder().temporal(true).jobs(2).check().unwrap_err();
         assert!(e.to_string().contains("jobs must be 1"), "{e}");
         assert_eq!(Pipeline::builder().temporal(true).resolved_jobs(), 1);
+        assert_eq!("all".parse::<LivePolicy>().unwrap(), LivePolicy::All);
+        assert_eq!(LivePolicy::default(), LivePolicy::Newest);
+        for n in LivePolicy::NAMES {
+            assert_eq!(n.parse::<LivePolicy>().unwrap().as_str(), n);
+        }
+    }
+
+    #[test]
+    fn latency_quantiles_are_within_a_percent() {
+        let mut l = Latency::default();
+        assert_eq!((l.median_ms(), l.to_json()), (None, serde_json::Value::Null));
+        for ms in 1..=1000u64 {
+            l.record(Duration::from_millis(ms));
+        }
+        let close = |got: Option<f64>, want: f64| (got.unwrap() - want).abs() <= want * 0.01;
+        assert!(close(l.median_ms(), 500.0), "{:?}", l.median_ms());
+        assert!(close(l.p90_ms(), 900.0), "{:?}", l.p90_ms());
+        assert_eq!(l.max_ms(), Some(1000.0));
+        assert!(close(l.mean_ms(), 500.5));
+        assert_eq!(l.count(), 1000);
+        l.record(Duration::ZERO);
+        l.record(Duration::from_secs(1 << 40));
+        assert_eq!(l.count(), 1002);
     }
 }

@@ -15,7 +15,7 @@ use clap::builder::TypedValueParser;
 use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use msf_runtime::error::one_line;
-use msf_runtime::pipeline::{ErrorPolicy, FnSink, Outcome, RunReport};
+use msf_runtime::pipeline::{ErrorPolicy, FnSink, LivePolicy, Outcome, RunReport};
 use msf_runtime::sink::json::JsonLines;
 use msf_runtime::sink::coco::{CocoOptions, CocoResults, ImageIds};
 use msf_runtime::sink::{overlay, sequence_names, FrameWriter, Layout, MaskRes, SinkOptions, RUN_JSON};
@@ -30,6 +30,8 @@ Inputs:
   glob patterns   quoted so the shell leaves them alone: 'frames/*.jpg'
   video files     mp4, mkv, avi, mov, webm, m4v, ... (build with --features video)
   cameras         /dev/video0 (build with --features camera)
+  network streams rtsp://, http(s)://, udp://, tcp://, srt:// URLs (--features video); live, like
+                  cameras: see --live-policy, --stream-timeout
   Several inputs run one after the other; consecutive image files count as one list for
   --start/--every, and --max-frames caps the whole run.
 
@@ -68,6 +70,7 @@ Examples:
   msf-run --onnx slate-t.onnx bear.mp4 car.mp4 -o out/ --temporal --layout davis
   msf-run --onnx slate.onnx val2017/ --coco-results segm.json --coco-images instances_val2017.json
   msf-run --onnx slate-t.onnx /dev/video0 --temporal --jsonl -     # JSON lines on stdout, no files
+  msf-run --onnx slate.onnx rtsp://192.168.1.20/stream --jsonl -   # a network camera, newest frame each time
 
 Exit codes:
   0    all frames decomposed and written
@@ -134,8 +137,8 @@ struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX))]
     threads: Option<u32>,
     /// Frames decomposed at the same time, each call on its own thread (default: one per CPU core
-    /// for files and videos, which gives the most frames/s; 1 with --temporal, a camera or a GPU
-    /// provider, where each frame's latency matters). Without --threads each job gets
+    /// for files and videos, which gives the most frames/s; 1 with --temporal, a camera, a network
+    /// stream or a GPU provider, where each frame's latency matters). Without --threads each job gets
     /// cores/jobs kernel threads.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX))]
     jobs: Option<u32>,
@@ -148,7 +151,7 @@ struct Cli {
     /// Skip the first N frames of each input.
     #[arg(long, value_name = "N", default_value_t = 0)]
     start: u64,
-    /// Stop after N frames in all.
+    /// Stop after N frames in all (of a live source: frames read, dropped ones included).
     #[arg(long, value_name = "N")]
     max_frames: Option<u64>,
     /// Also write the soft attention (K, G, G) of each frame to attn/<name>.npy.
@@ -227,6 +230,22 @@ struct Cli {
     /// --jobs and --batch; one frame is always allowed.
     #[arg(long, value_name = "MIB", default_value_t = (msf_runtime::pipeline::DEFAULT_DECODE_AHEAD_BYTES >> 20) as u64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     decode_ahead_mb: u64,
+    /// Live sources (cameras, network streams) when the model is slower than the frames come:
+    /// `newest` decomposes the newest frame and drops the ones it had no time for (counted as
+    /// frames_dropped), `all` decomposes every frame however late. Files never drop frames.
+    #[arg(long, value_parser = one_of::<LivePolicy>(&LivePolicy::NAMES), default_value = "newest")]
+    live_policy: LivePolicy,
+    /// Network streams: seconds to wait for a connection or for data before giving up with an error
+    /// (udp://: silence this long after frames came ends the run).
+    #[arg(long, value_name = "SECONDS", default_value_t = msf_runtime::source::DEFAULT_STREAM_TIMEOUT.as_secs_f64(), value_parser = stream_timeout)]
+    stream_timeout: f64,
+}
+
+fn stream_timeout(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if (0.001..=86400.0).contains(&t) => Ok(t),
+        _ => Err(format!("`{s}` is not a number of seconds in 0.001..=86400")),
+    }
 }
 
 /// Bound of --jobs, --threads and --batch (the library's).
@@ -305,7 +324,8 @@ fn pipeline(cli: &Cli, stop: Arc<AtomicBool>) -> Result<Pipeline> {
         .temporal_auto(cli.temporal)
         .on_error(cli.on_error)
         .decode_ahead_bytes((cli.decode_ahead_mb << 20) as usize)
-        .live(cli.inputs.iter().any(|p| p.starts_with("/dev")))
+        .live(cli.inputs.iter().any(|p| source::is_live_input(p)))
+        .live_policy(cli.live_policy)
         .stop_flag(stop);
     if let Some(j) = cli.jobs {
         b = b.jobs(j as usize);
@@ -348,6 +368,7 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
     let kind = info.kind.map_or("unknown (no MSF metadata)", |k| k.as_str());
     let mut opts = SourceOptions { every: cli.every, start: cli.start, max_frames: cli.max_frames, ..Default::default() };
     opts.decode_limits.max_pixels = cli.max_image_pixels;
+    opts.stream_timeout = std::time::Duration::from_secs_f64(cli.stream_timeout);
     let frames = source::open_all(&cli.inputs, &opts)?;
 
     let sink_opts = SinkOptions {
@@ -438,6 +459,9 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
         json_file: report.finished_files.iter().find(|p| p.file_name().is_some_and(|n| n == RUN_JSON)).cloned(),
         skipped: report.skipped.len(),
         coco: cli.coco_results.is_some(),
+        frames_dropped: report.frames_dropped,
+        latency: report.latency.clone(),
+        live: cli.inputs.iter().any(|p| source::is_live_input(p)),
     };
     if summary.json_file.is_some() || (summary.output.is_none() && report.outcome != Outcome::Failed) {
         if !cli.json {
@@ -479,6 +503,12 @@ struct Summary {
     skipped: usize,
     /// A COCO results file was asked for.
     coco: bool,
+    /// Frames of a live source left out for newer ones (--live-policy newest).
+    frames_dropped: u64,
+    /// Decoded → delivered, per frame.
+    latency: msf_runtime::pipeline::Latency,
+    /// A camera or network stream was read: say how late the results were.
+    live: bool,
 }
 
 impl Summary {
@@ -494,7 +524,7 @@ impl Summary {
             "status": self.status, "frames": self.frames, "files": self.files, "seconds": self.seconds,
             "total_seconds": self.total_seconds, "fps": self.fps(), "output": self.output,
             "json": self.json_file, "backend": self.backend, "provider": self.provider, "error": self.error,
-            "skipped": self.skipped,
+            "skipped": self.skipped, "frames_dropped": self.frames_dropped, "latency_ms": self.latency.to_json(),
         })
     }
     fn human(&self) -> String {
@@ -503,7 +533,14 @@ impl Summary {
             None if self.coco => "as COCO results".to_string(),
             None => "as JSON lines".to_string(),
         };
-        format!("msf-run: {} frames in {:.2} s ({:.2} frames/s), {place}", self.frames, self.seconds, self.fps())
+        let mut line = format!("msf-run: {} frames in {:.2} s ({:.2} frames/s), {place}", self.frames, self.seconds, self.fps());
+        if self.live || self.frames_dropped > 0 {
+            line += &format!("; {} dropped for newer ones", self.frames_dropped);
+            if let (Some(median), Some(p90)) = (self.latency.median_ms(), self.latency.p90_ms()) {
+                line += &format!(", latency median {median:.0} ms, p90 {p90:.0} ms");
+            }
+        }
+        line
     }
 }
 

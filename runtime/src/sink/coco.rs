@@ -385,7 +385,7 @@ mod tests {
         // A failed run with no frame leaves nothing; any other run leaves the file.
         let q = d.join("none.json");
         let mut r = CocoResults::create(&q, CocoOptions::default()).unwrap();
-        let report = |outcome| RunReport { outcome, frames: 0, skipped: vec![], errors: vec![], seconds: 0.0, finished_files: vec![] };
+        let report = |outcome| RunReport { outcome, frames: 0, skipped: vec![], errors: vec![], seconds: 0.0, finished_files: vec![], frames_dropped: 0, latency: Default::default() };
         assert!(Sink::finish(&mut r, &report(Outcome::Failed)).unwrap().is_empty());
         assert!(!q.exists() && super::super::tests::leftovers(&d).is_empty());
         let mut r = CocoResults::create(&q, CocoOptions::default()).unwrap();

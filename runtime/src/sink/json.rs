@@ -405,6 +405,7 @@ impl crate::pipeline::Sink for JsonLines {
         let summary = json!({"summary": {
             "status": report.outcome.as_str(), "frames": report.frames, "skipped": report.skipped.len(),
             "seconds": report.seconds, "fps": report.fps(), "error": report.error_line(),
+            "frames_dropped": report.frames_dropped, "latency_ms": report.latency.to_json(),
         }});
         self.line(&summary)?;
         Ok(if Self::is_stdout(&self.label) { Vec::new() } else { vec![self.label.clone()] })

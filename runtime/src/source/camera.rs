@@ -248,6 +248,9 @@ impl FrameSource for CameraSource {
     fn describe(&self) -> String {
         self.desc.clone()
     }
+    fn is_live(&self) -> bool {
+        true
+    }
 }
 
 /// Convert packed YUYV (Y0 U Y1 V per pixel pair, BT.601 limited range) of `width`×`height` with

@@ -35,4 +35,10 @@ pub trait FrameSource: Iterator<Item = Result<Frame>> + Send {
     }
     /// Short description for logs and summaries (path, codec, size, fps).
     fn describe(&self) -> String;
+    /// Whether the frames this source yields now come in real time and wait for nobody (a camera,
+    /// a network stream): a consumer that falls behind should take the newest frame rather than
+    /// queue them ([`crate::pipeline::LivePolicy`]). Files are not live (the default).
+    fn is_live(&self) -> bool {
+        false
+    }
 }

@@ -12,5 +12,5 @@ pub mod video;
 pub mod camera;
 
 pub use frame::{Frame, FrameSource};
-pub use open::{open, open_all, SourceOptions};
-pub use prefetch::{ByteBudget, Prefetch};
+pub use open::{is_live_input, open, open_all, SourceOptions, DEFAULT_STREAM_TIMEOUT};
+pub use prefetch::{ByteBudget, Newest, Prefetch};

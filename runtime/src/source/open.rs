@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::files::{has_image_extension, ImageFiles};
 use super::frame::{Frame, FrameSource};
@@ -20,11 +21,17 @@ pub struct SourceOptions {
     pub max_frames: Option<u64>,
     /// Caps checked before decoding image files (decompression bombs).
     pub decode_limits: DecodeLimits,
+    /// Network streams: longest wait for a connection or for data, so that a dead or silent
+    /// server ends the run with an error instead of hanging it (default [`DEFAULT_STREAM_TIMEOUT`]).
+    pub stream_timeout: Duration,
 }
+
+/// Default [`SourceOptions::stream_timeout`].
+pub const DEFAULT_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for SourceOptions {
     fn default() -> Self {
-        SourceOptions { every: 1, start: 0, max_frames: None, decode_limits: DecodeLimits::default() }
+        SourceOptions { every: 1, start: 0, max_frames: None, decode_limits: DecodeLimits::default(), stream_timeout: DEFAULT_STREAM_TIMEOUT }
     }
 }
 
@@ -42,7 +49,28 @@ pub enum InputKind {
     Glob,
     Image,
     Video,
+    /// A network stream (`rtsp://`, `http://`, `udp://`, … see [`STREAM_SCHEMES`]), read through
+    /// the video source: live, so a consumer that falls behind gets the newest frame.
+    Stream,
     Camera,
+}
+
+/// URL schemes read as live network streams (through FFmpeg, feature `video`), lower case. Any
+/// other `scheme://` is handed to FFmpeg as a video it reads at its own pace.
+pub const STREAM_SCHEMES: &[&str] = &["rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp", "tls"];
+
+/// The scheme of `input` when it is a network stream URL ([`STREAM_SCHEMES`]), lower case.
+pub fn stream_scheme(input: &Path) -> Option<String> {
+    let text = input.to_str()?;
+    let (scheme, _) = text.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    STREAM_SCHEMES.contains(&scheme.as_str()).then_some(scheme)
+}
+
+/// Whether `input` names a live source: a camera or a network stream. Such sources do not wait
+/// for the model, so [`crate::pipeline::LivePolicy::Newest`] applies to them.
+pub fn is_live_input(input: &Path) -> bool {
+    input.to_string_lossy().starts_with("/dev/video") || stream_scheme(input).is_some()
 }
 
 /// Container extensions read as video (through FFmpeg, feature `video`), lower case.
@@ -66,8 +94,11 @@ pub fn classify(input: &Path) -> Result<InputKind> {
     if text.starts_with("/dev/video") {
         return Ok(InputKind::Camera);
     }
+    if stream_scheme(input).is_some() {
+        return Ok(InputKind::Stream);
+    }
     if text.contains("://") {
-        // rtsp://, http://: streams are for the video source.
+        // Other FFmpeg protocols (file://, …) are for the video source.
         return Ok(InputKind::Video);
     }
     if input.is_dir() {
@@ -83,7 +114,8 @@ pub fn classify(input: &Path) -> Result<InputKind> {
 }
 
 /// Open one input: a folder (its images, natural order), a glob pattern, an image file, a video
-/// file or stream (feature `video`) or a camera `/dev/videoN` (feature `camera`).
+/// file or network stream (`rtsp://`, `http://`, `udp://`, `tcp://`, `srt://`; feature `video`) or
+/// a camera `/dev/videoN` (feature `camera`).
 ///
 /// Frames are decoded one at a time as the iterator is advanced (memory stays flat on long videos).
 ///
@@ -105,7 +137,7 @@ pub fn open(input: &Path, opts: &SourceOptions) -> Result<Box<dyn FrameSource>> 
         InputKind::Folder => Ok(Box::new(ImageFiles::folder(input, opts)?)),
         InputKind::Glob => Ok(Box::new(ImageFiles::glob(input, opts)?)),
         InputKind::Image => Ok(Box::new(ImageFiles::single(input, opts))),
-        InputKind::Video => open_video(input, opts),
+        InputKind::Video | InputKind::Stream => open_video(input, opts),
         InputKind::Camera => open_camera(input, opts),
     }
 }
@@ -205,6 +237,10 @@ impl FrameSource for Chain {
     fn describe(&self) -> String {
         self.sources.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", ")
     }
+    /// Whether the source being read now is live.
+    fn is_live(&self) -> bool {
+        self.sources.front().is_some_and(|s| s.is_live())
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +265,13 @@ mod tests {
         assert_eq!(classify(&d.join("c.weird")).unwrap(), InputKind::Image);
         assert_eq!(classify(&d.join("*.png")).unwrap(), InputKind::Glob);
         assert_eq!(classify(Path::new("/dev/video0")).unwrap(), InputKind::Camera);
+        for url in ["rtsp://cam.local/stream", "HTTP://127.0.0.1:8080/x.ts", "https://h/x", "udp://127.0.0.1:5000", "tcp://[::1]:9", "srt://h:1?mode=caller"] {
+            assert_eq!(classify(Path::new(url)).unwrap(), InputKind::Stream, "{url}");
+            assert!(is_live_input(Path::new(url)), "{url}");
+        }
+        assert_eq!(classify(Path::new("file:///tmp/x.mp4")).unwrap(), InputKind::Video);
+        assert!(!is_live_input(Path::new("file:///tmp/x.mp4")) && !is_live_input(&d.join("b.MP4")));
+        assert!(is_live_input(Path::new("/dev/video0")));
         assert!(matches!(classify(&d.join("missing.png")), Err(Error::InputNotFound { .. })));
     }
 

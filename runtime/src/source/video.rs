@@ -17,11 +17,21 @@
 //!   it is yielded, then one [`Error::VideoDecode`] naming the file, the frame index reached and
 //!   FFmpeg's message, then the iterator ends. For network streams (`scheme://`), damaged packets
 //!   are decoded anyway (FFmpeg conceals the loss) instead of ending the stream.
+//! - Network streams ([`super::open::STREAM_SCHEMES`]: `rtsp://`, `http(s)://`, `udp://`, `tcp://`,
+//!   `srt://`, …) are opened with a connect/read timeout ([`SourceOptions::stream_timeout`]), so a
+//!   dead or silent server is one [`Error::VideoOpen`] (or, once frames came, one
+//!   [`Error::VideoDecode`]) instead of a hang; RTSP asks for interleaved TCP first (no loss, passes
+//!   NAT) and falls back to FFmpeg's default transport when the server refuses it. Their decoder
+//!   uses slice threads only (frame threads would hold frames back), and they are
+//!   [live](FrameSource::is_live) (an `http(s)://` URL the server lets FFmpeg seek in is a file).
+//!   A stream that ends (the server closes it) ends the source; on connectionless `udp://`/`rtp://`
+//!   silence for the timeout after frames came is the end.
 //! - FFmpeg's own logging is silenced: its error messages are captured and put into the errors
 //!   this module returns. Set `MSF_FFMPEG_LOG=1` to let FFmpeg print its log to stderr instead.
 
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ffmpeg_next as ffmpeg;
 
@@ -32,7 +42,7 @@ use ffmpeg::{codec, decoder, format, frame, media, Packet, Rational};
 
 use super::frame::{Frame, FrameSource};
 use super::image::DecodeLimits;
-use super::open::SourceOptions;
+use super::open::{stream_scheme, SourceOptions};
 use crate::error::{Error, Result};
 use crate::ffmpeg::{capture, describe_error, init_ffmpeg};
 
@@ -194,6 +204,75 @@ pub(crate) fn check_limits(limits: &DecodeLimits, w: u32, h: u32) -> std::result
 }
 
 // ---------------------------------------------------------------------------------------------
+// Network streams
+// ---------------------------------------------------------------------------------------------
+
+/// FFmpeg options for reading a `scheme` stream: `timeout` bounds the connection and every read
+/// (the generic `rw_timeout`, and each protocol's own `timeout`, all in microseconds in FFmpeg 5+).
+fn stream_options(scheme: &str, timeout: Duration, rtsp_tcp: bool) -> ffmpeg::Dictionary<'static> {
+    let micros = timeout.as_micros().clamp(1, i64::MAX as u128).to_string();
+    let mut d = ffmpeg::Dictionary::new();
+    d.set("rw_timeout", &micros);
+    match scheme {
+        "rtsp" | "rtsps" => {
+            d.set("timeout", &micros);
+            if rtsp_tcp {
+                d.set("rtsp_transport", "tcp");
+            }
+        }
+        "http" | "https" | "tcp" | "srt" => d.set("timeout", &micros),
+        "udp" => {
+            d.set("timeout", &micros);
+            // A consumer that falls behind loses packets (the decoder conceals them), it does not
+            // end the stream.
+            d.set("overrun_nonfatal", "1");
+        }
+        _ => {}
+    }
+    d
+}
+
+/// The errno behind `e`, when it is one.
+fn errno(e: &ffmpeg::Error) -> Option<c_int> {
+    match *e {
+        ffmpeg::Error::Other { errno } => Some(errno),
+        _ => None,
+    }
+}
+
+/// FFmpeg never reached the server, or heard nothing from it: the same again will not do better.
+fn no_server(e: &ffmpeg::Error) -> bool {
+    errno(e).is_some_and(|n| [libc::ECONNREFUSED, libc::ETIMEDOUT, libc::EHOSTUNREACH, libc::ENETUNREACH, libc::EIO, libc::ECONNRESET].contains(&n))
+        || matches!(e, ffmpeg::Error::Exit)
+}
+
+/// Open a network stream with [`stream_options`]. `Err` is the reason, one line.
+fn open_stream(path: &Path, scheme: &str, timeout: Duration) -> std::result::Result<format::context::Input, String> {
+    let rtsp = matches!(scheme, "rtsp" | "rtsps");
+    let (first, logged) = capture(|| format::input_with_dictionary(&path, stream_options(scheme, timeout, rtsp)));
+    let e = match first {
+        Ok(input) => return Ok(input),
+        Err(e) => e,
+    };
+    if rtsp && !no_server(&e) {
+        // The server answered but would not stream over TCP: let FFmpeg pick the transport (UDP).
+        let (second, _) = capture(|| format::input_with_dictionary(&path, stream_options(scheme, timeout, false)));
+        if let Ok(input) = second {
+            return Ok(input);
+        }
+    }
+    let secs = trim_float(timeout.as_secs_f64());
+    let why = match errno(&e) {
+        Some(libc::ECONNREFUSED) => "connection refused, is the server running?".to_string(),
+        Some(libc::ETIMEDOUT | libc::EIO) => format!("no connection or no data within {secs} s, is the stream running?"),
+        Some(libc::EHOSTUNREACH | libc::ENETUNREACH) => "the host cannot be reached".to_string(),
+        _ => return Err(describe_error(e, &logged)),
+    };
+    let detail = if logged.is_empty() { e.to_string() } else { logged.join("; ") };
+    Err(format!("{why} ({detail})"))
+}
+
+// ---------------------------------------------------------------------------------------------
 // VideoSource
 // ---------------------------------------------------------------------------------------------
 
@@ -219,6 +298,10 @@ pub struct VideoSource {
     opts: SourceOptions,
     /// Damaged packets end the stream (files) or are decoded anyway (network streams).
     strict: bool,
+    /// The network stream's scheme (`udp`, `rtsp`, …), `None` for files.
+    scheme: Option<String>,
+    /// Frames come in real time (a network stream that cannot be seeked in).
+    live: bool,
     scaler: Option<Scaler>,
     decoded: frame::Video,
     rgb: frame::Video,
@@ -253,8 +336,25 @@ impl VideoSource {
             return Err(Error::InputNotFound { path: path.to_path_buf() });
         }
         let open_err = |reason: String| Error::VideoOpen { path: path.to_path_buf(), reason };
-        let (input, logged) = capture(|| format::input(&path));
-        let mut input = input.map_err(|e| open_err(describe_error(e, &logged)))?;
+        let scheme = stream_scheme(path);
+        let mut input = match scheme.as_deref() {
+            None => {
+                let (input, logged) = capture(|| format::input(&path));
+                input.map_err(|e| open_err(describe_error(e, &logged)))?
+            }
+            Some(scheme) => open_stream(path, scheme, opts.stream_timeout).map_err(open_err)?,
+        };
+        // A network stream is live unless it is a file on a web server (FFmpeg can seek in it).
+        // SAFETY: `pb` is the opened context's I/O context (null for demuxers that do their own I/O).
+        let seekable = unsafe {
+            let pb = (*input.as_ptr()).pb;
+            !pb.is_null() && (*pb).seekable != 0
+        };
+        let live = match scheme.as_deref() {
+            Some("http" | "https") => !seekable,
+            Some(_) => true,
+            None => false,
+        };
 
         let stream = input
             .streams()
@@ -281,7 +381,9 @@ impl VideoSource {
             let c = ctx.as_mut_ptr();
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             (*c).thread_count = cores.min(4) as c_int;
-            (*c).thread_type = (ffi::FF_THREAD_FRAME | ffi::FF_THREAD_SLICE) as c_int;
+            // Frame threads hold back one frame per thread: live streams use slice threads only.
+            let threads = if live { ffi::FF_THREAD_SLICE } else { ffi::FF_THREAD_FRAME | ffi::FF_THREAD_SLICE };
+            (*c).thread_type = threads as c_int;
         }
         let mut dec = ctx.decoder();
         dec.set_packet_time_base(time_base);
@@ -320,6 +422,9 @@ impl VideoSource {
         if let Some(n) = nb_frames {
             parts.push(format!("{n} frames"));
         }
+        if live {
+            parts.push("live".into());
+        }
         let desc = format!("{} ({})", path.display(), parts.join(", "));
 
         let mut opts = opts.clone();
@@ -338,6 +443,8 @@ impl VideoSource {
             rotation,
             opts,
             strict: !is_url,
+            scheme,
+            live,
             scaler: None,
             decoded: frame::Video::empty(),
             rgb: frame::Video::empty(),
@@ -365,6 +472,11 @@ impl VideoSource {
     /// Size of the yielded frames (after rotation).
     pub fn size(&self) -> (u32, u32) {
         self.rotation.apply_size(self.decoder.width(), self.decoder.height())
+    }
+
+    /// Whether this is a live network stream (see the module doc).
+    pub fn is_live(&self) -> bool {
+        self.live
     }
 
     /// The display-matrix rotation applied to every frame.
@@ -429,6 +541,18 @@ impl VideoSource {
             }
             Err(ffmpeg::Error::Other { errno }) if errno == ffi::EAGAIN => {
                 // Non-blocking network input with nothing yet: try again on the next call.
+            }
+            Err(e) if self.scheme.is_some() => {
+                let silent = errno(&e).is_some_and(|n| n == libc::ETIMEDOUT || n == libc::EIO);
+                if silent && self.next_index > 0 && matches!(self.scheme.as_deref(), Some("udp" | "rtp")) {
+                    // Connectionless streams have no end but silence.
+                    self.stop_reading(None);
+                } else if silent {
+                    let secs = trim_float(self.opts.stream_timeout.as_secs_f64());
+                    self.stop_reading(Some(format!("the stream stalled: no data for {secs} s ({})", describe_error(e, &logged))));
+                } else {
+                    self.stop_reading(Some(format!("the stream broke off: {}", describe_error(e, &logged))));
+                }
             }
             Err(e) => self.stop_reading(Some(describe_error(e, &logged))),
         }
@@ -549,6 +673,10 @@ impl Iterator for VideoSource {
 }
 
 impl FrameSource for VideoSource {
+    fn is_live(&self) -> bool {
+        self.live
+    }
+
     fn len_hint(&self) -> Option<u64> {
         if self.state == State::Done {
             return Some(0);
