@@ -22,13 +22,15 @@ pub struct Case {
 /// The rows of `tests/corpus/cases.tsv`.
 pub fn cases() -> Vec<Case> {
     let text = std::fs::read_to_string(repo_root().join("tests/corpus/cases.tsv")).expect("tests/corpus/cases.tsv");
-    let mut v = Vec::new();
+    let mut v: Vec<Case> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.starts_with('#') {
             continue;
         }
         let f: Vec<&str> = line.split('\t').collect();
         assert_eq!(f.len(), 8, "cases.tsv line {}: 8 tab-separated fields expected, got {}: {line:?}", n + 1, f.len());
+        // Each case writes into a folder named by its id: ids must be unique.
+        assert!(!v.iter().any(|c| c.id == f[0]), "cases.tsv line {}: id {} is used twice", n + 1, f[0]);
         v.push(Case {
             id: f[0].into(),
             tool: f[1].into(),
