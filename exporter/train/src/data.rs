@@ -41,11 +41,17 @@ pub struct Generated {
     pub size: u32,
     pub min_objects: usize,
     pub max_objects: usize,
+    /// `(width, height)` of frames that are not square (instead of `size`²); objects scale with
+    /// the short side.
+    pub frame: Option<(u32, u32)>,
+    /// The first four objects cross the left, right, top and bottom borders (at least four objects
+    /// then): scenes where a centre crop misses objects.
+    pub touch_borders: bool,
 }
 
 impl Default for Generated {
     fn default() -> Self {
-        Generated { count: 100, seed: 0, size: 256, min_objects: 2, max_objects: 5 }
+        Generated { count: 100, seed: 0, size: 256, min_objects: 2, max_objects: 5, frame: None, touch_borders: false }
     }
 }
 
@@ -133,6 +139,11 @@ impl Generated {
         if self.size < 16 {
             return Err(DataError::Config(format!("size {} is below 16 pixels", self.size)));
         }
+        if let Some((w, h)) = self.frame {
+            if w.min(h) < 16 || w.max(h) > 8192 {
+                return Err(DataError::Config(format!("frame {w}×{h}: each side must be 16..=8192 pixels")));
+            }
+        }
         if self.min_objects == 0 || self.min_objects > self.max_objects || self.max_objects > 254 {
             return Err(DataError::Config(format!("objects {}..={} (want 1 ≤ min ≤ max ≤ 254)", self.min_objects, self.max_objects)));
         }
@@ -146,14 +157,18 @@ impl Generated {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         let mut rng = XorShiftRng::seed_from_u64(z ^ (z >> 31));
-        let s = self.size as f32;
+        let (width, height) = self.frame.unwrap_or((self.size, self.size));
+        let (fw, fh) = (width as f32, height as f32);
+        // Object scale and texture periods follow the short side.
+        let s = fw.min(fh);
 
         let bg_a = random_colour(&mut rng).map(|v| v * 0.6 + 0.2);
         let bg_b = random_colour(&mut rng).map(|v| v * 0.6 + 0.2);
         let gradient_angle: f32 = rng.random_range(0.0..std::f32::consts::TAU);
         let gradient = rng.random_bool(0.5);
 
-        let n = rng.random_range(self.min_objects..=self.max_objects);
+        let min_objects = if self.touch_borders { self.min_objects.max(4) } else { self.min_objects };
+        let n = rng.random_range(min_objects..=self.max_objects.max(min_objects));
         let mut objects = Vec::with_capacity(n);
         for _ in 0..n {
             let scale = s * rng.random_range(0.09..0.2f32);
@@ -178,9 +193,20 @@ impl Generated {
             }
             let shade = colour.map(|v| v * 0.55);
             let margin = 0.12 * s;
+            let (mut cx, mut cy) = (rng.random_range(margin..fw - margin), rng.random_range(margin..fh - margin));
+            if self.touch_borders && objects.len() < 4 {
+                // Centre within a third of the object's scale of the border: the shape crosses it.
+                let d = rng.random_range(-0.3..0.3f32) * scale;
+                match objects.len() {
+                    0 => cx = d,
+                    1 => cx = fw + d,
+                    2 => cy = d,
+                    _ => cy = fh + d,
+                }
+            }
             objects.push(Object {
-                cx: rng.random_range(margin..s - margin),
-                cy: rng.random_range(margin..s - margin),
+                cx,
+                cy,
                 angle: rng.random_range(0.0..std::f32::consts::TAU),
                 shape,
                 texture,
@@ -189,18 +215,18 @@ impl Generated {
             });
         }
 
-        let mut image = RgbImage::new(self.size, self.size);
-        let mut labels = GrayImage::new(self.size, self.size);
+        let mut image = RgbImage::new(width, height);
+        let mut labels = GrayImage::new(width, height);
         let (gs, gc) = gradient_angle.sin_cos();
-        for y in 0..self.size {
-            for x in 0..self.size {
+        for y in 0..height {
+            for x in 0..width {
                 let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
                 // Topmost object wins: later objects are painted over earlier ones.
                 let hit = objects.iter().enumerate().rev().find(|(_, o)| o.contains(fx, fy));
                 let (rgb, label) = match hit {
                     Some((i, o)) => (o.colour_at(fx, fy), i as u8 + 1),
                     None => {
-                        let t = if gradient { ((fx - s / 2.0) * gc + (fy - s / 2.0) * gs) / s + 0.5 } else { 0.0 };
+                        let t = if gradient { ((fx - fw / 2.0) * gc + (fy - fh / 2.0) * gs) / s + 0.5 } else { 0.0 };
                         let t = t.clamp(0.0, 1.0);
                         (std::array::from_fn(|c| bg_a[c] * (1.0 - t) + bg_b[c] * t), 0)
                     }
@@ -404,6 +430,32 @@ mod tests {
         let other = Generated { seed: 1, ..g.clone() }.sample(1);
         assert_ne!(a.image, other.image);
         assert_ne!(g.sample(0).image, a.image);
+    }
+
+    #[test]
+    fn frames_with_objects_on_every_border() {
+        let g = Generated { count: 10, seed: 3, frame: Some((160, 96)), touch_borders: true, ..Default::default() };
+        g.validate().unwrap();
+        let mut touched = [0; 4];
+        for s in g.iter() {
+            assert_eq!(s.image.dimensions(), (160, 96));
+            let l = &s.labels;
+            let on = |mut pts: &mut dyn Iterator<Item = (u32, u32)>| (&mut pts).any(|(x, y)| l.get_pixel(x, y).0[0] != 0);
+            for (i, hit) in [
+                on(&mut (0..96).map(|y| (0, y))),
+                on(&mut (0..96).map(|y| (159, y))),
+                on(&mut (0..160).map(|x| (x, 0))),
+                on(&mut (0..160).map(|x| (x, 95))),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                touched[i] += usize::from(hit);
+            }
+        }
+        // Later objects may cover a border object; nearly every frame still has all four.
+        assert!(touched.iter().all(|&t| t >= 8), "{touched:?}");
+        assert!(Generated { frame: Some((8, 100)), ..Default::default() }.validate().is_err());
     }
 
     #[test]

@@ -50,11 +50,26 @@ impl Baseline {
     }
 }
 
-/// The decomposition's mask (slot per pixel of the centre crop) scored against the sample.
+/// The decomposition's mask (slot per pixel of the centre crop) scored against the sample, as
+/// upstream does: the decomposer must use `Fit::Crop`.
 pub fn score_model(decomposer: &Decomposer, sample: &Sample) -> msf_runtime::Result<Scores> {
+    if decomposer.fit() != msf_runtime::Fit::Crop {
+        return Err(msf_runtime::Error::InvalidConfig(format!(
+            "upstream's protocol scores the centre crop; this decomposer fits frames with `{}` (build it with Fit::Crop, or score the whole frame with score_model_frame)",
+            decomposer.fit()
+        )));
+    }
     let view = ImageView::from_rgb_image(&sample.image)?;
     let d = decomposer.decompose(&view)?;
     Ok(score(&d.mask, &labels_in_model_view(&sample.labels, d.mask_size)))
+}
+
+/// The decomposition scored over the whole frame at frame resolution ([`crate::metrics::score_frame`]):
+/// how the decomposer's fit (`msf_runtime::Fit`) serves a camera. Pixels no view covers count as missed.
+pub fn score_model_frame(decomposer: &Decomposer, sample: &Sample) -> msf_runtime::Result<Scores> {
+    let view = ImageView::from_rgb_image(&sample.image)?;
+    let d = decomposer.decompose(&view)?;
+    Ok(crate::metrics::score_frame(&d.mask_in_frame(), sample.labels.as_raw()))
 }
 
 /// A checkpoint (upstream's or msf-train's) scored through the tch forward, on the runtime's

@@ -98,12 +98,36 @@ impl Table {
 /// # Panics
 /// If the two maps differ in length.
 pub fn score(pred: &[u8], gt: &[u8]) -> Scores {
+    score_with(pred, gt, None)
+}
+
+/// Prediction label of frame pixels no model view covered (the runtime's `VOID`).
+pub const UNCOVERED: u8 = 255;
+
+/// [`score`] over a whole frame where some pixels may have no prediction ([`UNCOVERED`], e.g.
+/// outside a centre crop): they count as missed. For ARI and FG-ARI they form one segment (as the
+/// one-segment baseline); for mBO and mIoU they are no segment at all, so an object outside the
+/// crop has IoU 0 with every prediction.
+pub fn score_frame(pred: &[u8], gt: &[u8]) -> Scores {
+    score_with(pred, gt, Some(UNCOVERED))
+}
+
+fn score_with(pred: &[u8], gt: &[u8], uncovered: Option<u8>) -> Scores {
     assert_eq!(pred.len(), gt.len(), "prediction and ground truth differ in size");
     let all = Table::new(pred, gt, |g| g != UNANNOTATED);
     let fg = Table::new(pred, gt, |g| g != UNANNOTATED && g != BACKGROUND);
     let any = all.total() > 0;
     let (mbo, miou) = if any {
-        let (_, gts, iou) = all.ious();
+        let (preds, gts, mut iou) = all.ious();
+        if let Some(u) = uncovered {
+            for row in &mut iou {
+                for (p, v) in preds.iter().zip(row.iter_mut()) {
+                    if *p == u as usize {
+                        *v = 0.0;
+                    }
+                }
+            }
+        }
         let best: f64 = iou.iter().map(|row| row.iter().copied().fold(0.0, f64::max)).sum();
         (Some(best / gts.len() as f64), Some(matched_iou(&iou) / gts.len() as f64))
     } else {
@@ -159,6 +183,18 @@ pub fn summarize(scores: &[Scores]) -> Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uncovered_pixels_are_missed() {
+        // Object 1 lies where nothing was predicted: as a segment it would match perfectly.
+        let gt = [0, 0, 1, 1];
+        let pred = [0, 0, UNCOVERED, UNCOVERED];
+        assert_eq!(score(&pred, &gt).mbo, Some(1.0));
+        let s = score_frame(&pred, &gt);
+        assert_eq!(s.mbo, Some(0.5));
+        assert_eq!(s.miou, Some(0.5));
+        assert_eq!(s.ari, score(&pred, &gt).ari, "ARI sees the uncovered pixels as one segment");
+    }
 
     #[test]
     fn identical_maps_score_one() {

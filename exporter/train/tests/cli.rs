@@ -61,7 +61,7 @@ fn model_scores_match_an_independent_computation() {
     assert_eq!(images(&report).len(), 6);
 
     // Recompute: masks from the library, metrics in Python.
-    let dec = Decomposer::builder().build(&model).unwrap();
+    let dec = Decomposer::builder().fit(msf_runtime::Fit::Crop).build(&model).unwrap();
     let mut pairs = vec![];
     for img in images(&report) {
         let name = img["name"].as_str().unwrap();
@@ -221,4 +221,65 @@ fn coco_panoptic_layout_reads_as_upstream_instance_mode() {
     let o = msf_eval(&[&"--baseline", &"grid", &"--coco", &coco, &"--coco-split", &"train2017"]);
     o.assert_code(1);
     assert!(o.stderr.contains("panoptic_train2017.json"), "{}", o.transcript());
+}
+
+/// `--fit` scores the whole frame at frame resolution: with a fit that covers the frame the
+/// per-image scores equal the independent Python metrics on the library's frame masks; crop leaves
+/// the sides uncovered, which the scores count as missed; upstream's protocol needs crop.
+#[test]
+fn whole_frame_scores_per_fit() {
+    let Some(_) = require_fixtures("whole_frame_scores_per_fit") else { return };
+    let Some(python) = require_python("whole_frame_scores_per_fit") else { return };
+    let model = FixtureModel::slate(false);
+    let dir = temp_dir("eval-fit");
+    let data = dir.path().join("data");
+    let common: [&dyn AsRef<std::ffi::OsStr>; 9] = [&"--onnx", &model.path(), &"--generated", &"4", &"--seed", &"11", &"--frame", &"120x64", &"--touch-borders"];
+    let mut pairs = vec![];
+    let mut reports = vec![];
+    for fit in ["crop", "tiles"] {
+        let json = dir.path().join(format!("{fit}.json"));
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = common.to_vec();
+        args.extend([&"--fit" as &dyn AsRef<std::ffi::OsStr>, &fit, &"--json", &json, &"--save-data", &data, &"-q"]);
+        let o = msf_eval(&args);
+        o.assert_ok();
+        assert!(o.stdout.contains("ms/image"), "{}", o.transcript());
+        let r = read_json(&json);
+        assert_eq!(r["fit"], fit);
+        assert!(r["ms_per_image"].as_f64().unwrap() > 0.0);
+        assert!(r["dataset"].as_str().unwrap().contains("120×64"), "{}", r["dataset"]);
+        reports.push(r);
+    }
+    let dec = Decomposer::builder().fit(msf_runtime::Fit::Tiles).build(&model).unwrap();
+    for img in images(&reports[1]) {
+        let name = img["name"].as_str().unwrap();
+        let rgb = image::open(data.join("images").join(format!("{name}.png"))).unwrap().to_rgb8();
+        assert_eq!(rgb.dimensions(), (120, 64));
+        let gt = msf_train::data::read_label_png(&data.join("masks").join(format!("{name}.png"))).unwrap();
+        let d = dec.decompose(&ImageView::from_rgb_image(&rgb).unwrap()).unwrap();
+        let pred = d.mask_in_frame();
+        assert!(pred.iter().all(|&p| (p as usize) < d.num_slots), "tiles cover the frame");
+        pairs.push(serde_json::json!({"pred": pred, "gt": gt.as_raw()}));
+    }
+    let pairs_path = dir.path().join("pairs.json");
+    std::fs::write(&pairs_path, serde_json::to_vec(&pairs).unwrap()).unwrap();
+    let py = run_py_snippet(
+        python,
+        "import json, metric_goldens as m\nprint(json.dumps([m.metrics(p['pred'], p['gt']) for p in json.load(open(sys.argv[1]))]))",
+        [&pairs_path],
+    );
+    py.assert_ok();
+    let want: Value = serde_json::from_str(py.stdout.trim()).unwrap();
+    for (img, want) in images(&reports[1]).iter().zip(want.as_array().unwrap()) {
+        for metric in ["ari", "fg_ari", "mbo", "miou"] {
+            let (g, w) = (img[metric].as_f64(), want[metric].as_f64());
+            assert!(matches!((g, w), (Some(g), Some(w)) if (g - w).abs() < 1e-9), "{}: {metric} {g:?} vs Python {w:?}", img["name"]);
+        }
+    }
+    // Usage errors: --fit needs a model; --frame needs generated data.
+    assert_eq!(msf_eval(&[&"--baseline", &"one", &"--generated", &"2", &"--fit", &"pad"]).status.code(), Some(2));
+    assert_eq!(msf_eval(&[&"--baseline", &"one", &"--generated", &"2", &"--frame", &"10x10"]).status.code(), Some(2));
+    // The upstream protocol scores the centre crop only.
+    let stretch = Decomposer::builder().fit(msf_runtime::Fit::Stretch).build(&model).unwrap();
+    let sample = msf_train::data::Generated::default().sample(0);
+    assert!(msf_train::eval::score_model(&stretch, &sample).unwrap_err().to_string().contains("centre crop"));
 }
