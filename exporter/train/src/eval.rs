@@ -72,6 +72,23 @@ pub fn score_model_frame(decomposer: &Decomposer, sample: &Sample) -> msf_runtim
     Ok(crate::metrics::score_frame(&d.mask_in_frame(), sample.labels.as_raw()))
 }
 
+/// An existing prediction scored over the whole frame like [`score_model_frame`]: the mask PNG of
+/// `sample` in an msf-run output folder (`dir/masks/<name>.png`, or `dir/<name>.png`), slot ids
+/// at frame resolution with 255 where no view covered the frame.
+pub fn score_prediction(dir: &std::path::Path, sample: &Sample) -> Result<Scores, crate::data::DataError> {
+    let file = format!("{}.png", sample.name);
+    let path = [dir.join("masks").join(&file), dir.join(&file)].into_iter().find(|p| p.is_file()).ok_or_else(|| crate::data::DataError::Read {
+        path: dir.join("masks").join(&file),
+        reason: "no prediction for this image (expected an msf-run output folder: masks/<name>.png)".into(),
+    })?;
+    let pred = crate::data::read_label_png(&path)?;
+    if pred.dimensions() != sample.labels.dimensions() {
+        let ((mw, mh), (iw, ih)) = (pred.dimensions(), sample.labels.dimensions());
+        return Err(crate::data::DataError::SizeMismatch { mask: path, mw, mh, iw, ih });
+    }
+    Ok(crate::metrics::score_frame(pred.as_raw(), sample.labels.as_raw()))
+}
+
 /// A checkpoint (upstream's or msf-train's) scored through the tch forward, on the runtime's
 /// preprocessing of the sample (centre crop, antialiased resize to 256, normalise).
 #[cfg(feature = "tch")]

@@ -19,6 +19,26 @@ fn images(report: &Value) -> &Vec<Value> {
     report["images"].as_array().unwrap()
 }
 
+/// The report's per-image scores equal the independent Python metrics (tests/python/metric_goldens.py)
+/// on `pairs` (`{"pred", "gt"}` label maps, in the report's image order).
+fn assert_python_scores(python: &Path, dir: &Path, pairs: &[Value], report: &Value) {
+    let pairs_path = dir.join("pairs.json");
+    std::fs::write(&pairs_path, serde_json::to_vec(pairs).unwrap()).unwrap();
+    let py = run_py_snippet(
+        python,
+        "import json, metric_goldens as m\nprint(json.dumps([m.metrics(p['pred'], p['gt']) for p in json.load(open(sys.argv[1]))]))",
+        [&pairs_path],
+    );
+    py.assert_ok();
+    let want: Value = serde_json::from_str(py.stdout.trim()).unwrap();
+    for (img, want) in images(report).iter().zip(want.as_array().unwrap()) {
+        for metric in ["ari", "fg_ari", "mbo", "miou"] {
+            let (g, w) = (img[metric].as_f64(), want[metric].as_f64());
+            assert!(matches!((g, w), (Some(g), Some(w)) if (g - w).abs() < 1e-9), "{}: {metric} {g:?} vs Python {w:?}", img["name"]);
+        }
+    }
+}
+
 #[test]
 fn baselines_on_generated_data() {
     let dir = temp_dir("eval-baselines");
@@ -71,21 +91,7 @@ fn model_scores_match_an_independent_computation() {
         assert_eq!(d.mask.len(), gt.as_raw().len(), "256×256 generated images: the model's mask grid");
         pairs.push(serde_json::json!({"pred": d.mask, "gt": gt.as_raw()}));
     }
-    let pairs_path = dir.path().join("pairs.json");
-    std::fs::write(&pairs_path, serde_json::to_vec(&pairs).unwrap()).unwrap();
-    let py = run_py_snippet(
-        python,
-        "import json, metric_goldens as m\nprint(json.dumps([m.metrics(p['pred'], p['gt']) for p in json.load(open(sys.argv[1]))]))",
-        [&pairs_path],
-    );
-    py.assert_ok();
-    let want: Value = serde_json::from_str(py.stdout.trim()).unwrap();
-    for (img, want) in images(&report).iter().zip(want.as_array().unwrap()) {
-        for metric in ["ari", "fg_ari", "mbo", "miou"] {
-            let (g, w) = (img[metric].as_f64(), want[metric].as_f64());
-            assert!(matches!((g, w), (Some(g), Some(w)) if (g - w).abs() < 1e-9), "{}: {metric} {g:?} vs Python {w:?}", img["name"]);
-        }
-    }
+    assert_python_scores(python, dir.path(), &pairs, &report);
 
     // The same first image as a 320×256 folder sample with unannotated side margins.
     let first = images(&report)[0]["name"].as_str().unwrap();
@@ -258,23 +264,29 @@ fn whole_frame_scores_per_fit() {
         let d = dec.decompose(&ImageView::from_rgb_image(&rgb).unwrap()).unwrap();
         let pred = d.mask_in_frame();
         assert!(pred.iter().all(|&p| (p as usize) < d.num_slots), "tiles cover the frame");
+        // The same masks as an msf-run output folder, for --predictions below.
+        let map = msf_runtime::sink::LabelMap { width: 120, height: 64, labels: pred.clone() };
+        std::fs::create_dir_all(dir.path().join("pred/masks")).unwrap();
+        msf_runtime::sink::png::write_mask(&dir.path().join("pred/masks").join(format!("{name}.png")), &map).unwrap();
         pairs.push(serde_json::json!({"pred": pred, "gt": gt.as_raw()}));
     }
-    let pairs_path = dir.path().join("pairs.json");
-    std::fs::write(&pairs_path, serde_json::to_vec(&pairs).unwrap()).unwrap();
-    let py = run_py_snippet(
-        python,
-        "import json, metric_goldens as m\nprint(json.dumps([m.metrics(p['pred'], p['gt']) for p in json.load(open(sys.argv[1]))]))",
-        [&pairs_path],
-    );
-    py.assert_ok();
-    let want: Value = serde_json::from_str(py.stdout.trim()).unwrap();
-    for (img, want) in images(&reports[1]).iter().zip(want.as_array().unwrap()) {
+    assert_python_scores(python, dir.path(), &pairs, &reports[1]);
+    // Scoring those masks as existing predictions gives the same numbers, with no model.
+    let pred_json = dir.path().join("pred.json");
+    msf_eval(&[&"--data", &data, &"--predictions", &dir.path().join("pred"), &"--json", &pred_json, &"-q"]).assert_ok();
+    let by_name = |r: &Value| -> std::collections::BTreeMap<String, Value> { images(r).iter().map(|i| (i["name"].as_str().unwrap().to_string(), i.clone())).collect() };
+    let (got, want) = (by_name(&read_json(&pred_json)), by_name(&reports[1]));
+    assert_eq!(got.len(), 4);
+    for (name, w) in &want {
         for metric in ["ari", "fg_ari", "mbo", "miou"] {
-            let (g, w) = (img[metric].as_f64(), want[metric].as_f64());
-            assert!(matches!((g, w), (Some(g), Some(w)) if (g - w).abs() < 1e-9), "{}: {metric} {g:?} vs Python {w:?}", img["name"]);
+            assert_eq!(got[name][metric], w[metric], "{name}: {metric} of the saved predictions");
         }
     }
+    // A folder without a prediction for an image: one clear line, exit 1.
+    std::fs::remove_file(dir.path().join("pred/masks").join(format!("{}.png", images(&reports[1])[0]["name"].as_str().unwrap()))).unwrap();
+    let o = msf_eval(&[&"--data", &data, &"--predictions", &dir.path().join("pred"), &"-q"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.transcript());
+    assert!(o.stderr.contains("no prediction for this image"), "{}", o.transcript());
     // Usage errors: --fit needs a model; --frame needs generated data.
     assert_eq!(msf_eval(&[&"--baseline", &"one", &"--generated", &"2", &"--fit", &"pad"]).status.code(), Some(2));
     assert_eq!(msf_eval(&[&"--baseline", &"one", &"--generated", &"2", &"--frame", &"10x10"]).status.code(), Some(2));

@@ -10,7 +10,7 @@ use msf_runtime::sink::write_atomic;
 use msf_runtime::{BackendKind, Decomposer, Fit};
 use msf_train::davis;
 use msf_train::data::{write_label_png, CocoPanoptic, Folder, Generated, Sample};
-use msf_train::eval::{score_baseline, score_model, score_model_frame, Baseline};
+use msf_train::eval::{score_baseline, score_model, score_model_frame, score_prediction, Baseline};
 use msf_train::metrics::{summarize, Scores, Summary};
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -107,8 +107,11 @@ struct Cli {
     /// (unsupervised task, as the official evaluation) instead of running a model.
     #[arg(long, value_name = "ROOT", requires = "predictions", conflicts_with_all = ["onnx", "ckpt", "baseline", "data", "generated", "coco", "save_data", "threads"])]
     davis: Option<PathBuf>,
-    /// The predictions for --davis: PRED/<sequence>/<frame>.png, one per annotated frame.
-    #[arg(long, value_name = "PRED", requires = "davis")]
+    /// Existing predictions to score instead of running a model. With --davis: PRED/<sequence>/<frame>.png,
+    /// one per annotated frame. With --data, --generated or --coco: an msf-run output folder (its
+    /// masks/<name>.png at frame resolution, 255 = uncovered, which counts as missed) scored over the
+    /// whole frame.
+    #[arg(long, value_name = "PRED", conflicts_with_all = ["onnx", "ckpt", "baseline"])]
     predictions: Option<PathBuf>,
     /// Score the sequences of ROOT/ImageSets/2017/<SET>.txt (default: val.txt when there, else
     /// every sequence folder).
@@ -220,10 +223,16 @@ fn main() -> std::process::ExitCode {
     msf_runtime::process::init_tool();
     msf_runtime::process::main_guard("msf-eval", || {
         let cli = Cli::parse();
-        if cli.fit.is_some() && cli.onnx.is_none() {
-            // clap waives `requires` when a conflicting argument (--baseline, --ckpt) is there.
+        {
             use clap::CommandFactory;
-            Cli::command().error(clap::error::ErrorKind::MissingRequiredArgument, "--fit scores an exported model's masks: give --onnx MODEL.onnx").exit();
+            let usage = |msg: &str| Cli::command().error(clap::error::ErrorKind::MissingRequiredArgument, msg).exit();
+            // clap waives `requires` when a conflicting argument (--baseline, --ckpt) is there.
+            if cli.fit.is_some() && cli.onnx.is_none() {
+                usage("--fit scores an exported model's masks: give --onnx MODEL.onnx");
+            }
+            if cli.predictions.is_some() && cli.davis.is_none() && cli.data.is_none() && cli.generated.is_none() && cli.coco.is_none() {
+                usage("--predictions needs the ground truth to score them against: --davis ROOT, --data DIR, --generated N or --coco DIR");
+            }
         }
         match run(&cli) {
             Ok(()) => std::process::ExitCode::SUCCESS,
@@ -279,8 +288,8 @@ fn run(cli: &Cli) -> Result<()> {
         Some(path) => Some(load_checkpoint(path)?),
         None => None,
     };
-    if decomposer.is_none() && checkpoint.is_none() && cli.baseline.is_none() && cli.save_data.is_none() {
-        bail!("nothing to score: give --onnx MODEL.onnx, --ckpt best.pth or --baseline one|grid");
+    if decomposer.is_none() && checkpoint.is_none() && cli.baseline.is_none() && cli.save_data.is_none() && cli.predictions.is_none() {
+        bail!("nothing to score: give --onnx MODEL.onnx, --ckpt best.pth, --baseline one|grid or --predictions OUT_DIR");
     }
     if dataset.len() == 0 {
         bail!("the dataset is empty");
@@ -290,7 +299,10 @@ fn run(cli: &Cli) -> Result<()> {
         (Some(p), _, _) => format!("{} ({})", p.display(), decomposer.as_ref().map_or("", |d| d.backend_name())),
         (None, Some(p), _) => format!("{} (tch)", p.display()),
         (None, None, Some(b)) => format!("the {} baseline", format!("{b:?}").to_lowercase()),
-        (None, None, None) => "nothing".into(),
+        (None, None, None) => match &cli.predictions {
+            Some(p) => format!("the predictions in {}", p.display()),
+            None => "nothing".into(),
+        },
     };
     if !cli.quiet {
         eprintln!("msf-eval: {what} on {}", dataset.describe());
@@ -315,7 +327,10 @@ fn run(cli: &Cli) -> Result<()> {
             }
             (None, Some(c), _) => Some(c.score(&sample).with_context(|| format!("decomposing {}", sample.name))?),
             (None, None, Some(b)) => Some(score_baseline(b, cli.slots, 256, &sample)),
-            (None, None, None) => None,
+            (None, None, None) => match &cli.predictions {
+                Some(dir) => Some(score_prediction(dir, &sample)?),
+                None => None,
+            },
         };
         if let Some(s) = scores {
             scored.push((sample.name, s));
