@@ -41,19 +41,9 @@ pub enum Fit {
     Tiles,
 }
 
+crate::names::named_enum!(Fit, "fit", { Crop => "crop", Stretch => "stretch", Pad => "pad", Tiles => "tiles" });
+
 impl Fit {
-    /// The names [`str::parse`] takes, as [`Fit::as_str`] gives them.
-    pub const NAMES: [&'static str; 4] = ["crop", "stretch", "pad", "tiles"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Fit::Crop => "crop",
-            Fit::Stretch => "stretch",
-            Fit::Pad => "pad",
-            Fit::Tiles => "tiles",
-        }
-    }
-
     /// Whether the masks cover the whole frame (all but [`Fit::Crop`]).
     pub fn covers_frame(self) -> bool {
         self != Fit::Crop
@@ -92,25 +82,6 @@ impl Fit {
                     .collect()
             }
         })
-    }
-}
-
-impl std::str::FromStr for Fit {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "crop" => Ok(Fit::Crop),
-            "stretch" => Ok(Fit::Stretch),
-            "pad" => Ok(Fit::Pad),
-            "tiles" => Ok(Fit::Tiles),
-            _ => Err(format!("unknown fit `{s}` (use {})", Fit::NAMES.join(", "))),
-        }
-    }
-}
-
-impl std::fmt::Display for Fit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -24,6 +24,7 @@ pub mod fit;
 #[cfg(feature = "video")]
 mod ffmpeg;
 pub mod model;
+mod names;
 pub mod pipeline;
 pub mod process;
 pub mod preprocess;

@@ -75,21 +75,7 @@ pub enum ErrorPolicy {
     Skip,
 }
 
-impl ErrorPolicy {
-    /// The names [`str::parse`] takes.
-    pub const NAMES: [&'static str; 2] = ["stop", "skip"];
-}
-
-impl std::str::FromStr for ErrorPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "stop" => Ok(ErrorPolicy::Stop),
-            "skip" => Ok(ErrorPolicy::Skip),
-            _ => Err(format!("unknown error policy `{s}` (use stop or skip)")),
-        }
-    }
-}
+crate::names::named_enum!(ErrorPolicy, "error policy", { Stop => "stop", Skip => "skip" });
 
 /// What a live source ([`FrameSource::is_live`]: a camera, a network stream) does with frames
 /// decoded while the model is still busy with an earlier one. Files never drop frames.
@@ -103,28 +89,7 @@ pub enum LivePolicy {
     All,
 }
 
-impl LivePolicy {
-    /// The names [`str::parse`] takes.
-    pub const NAMES: [&'static str; 2] = ["newest", "all"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LivePolicy::Newest => "newest",
-            LivePolicy::All => "all",
-        }
-    }
-}
-
-impl std::str::FromStr for LivePolicy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "newest" => Ok(LivePolicy::Newest),
-            "all" => Ok(LivePolicy::All),
-            _ => Err(format!("unknown live policy `{s}` (use newest or all)")),
-        }
-    }
-}
+crate::names::named_enum!(LivePolicy, "live policy", { Newest => "newest", All => "all" });
 
 /// Latency of delivered frames: from the instant a frame was decoded (a camera's: captured and
 /// converted) to the instant the last sink had it. Kept as a histogram with 1 % wide buckets, so
@@ -720,7 +685,7 @@ mod tests {
         assert_eq!(Pipeline::builder().temporal(true).resolved_jobs(), 1);
         assert_eq!("all".parse::<LivePolicy>().unwrap(), LivePolicy::All);
         assert_eq!(LivePolicy::default(), LivePolicy::Newest);
-        for n in LivePolicy::NAMES {
+        for &n in LivePolicy::NAMES {
             assert_eq!(n.parse::<LivePolicy>().unwrap().as_str(), n);
         }
     }

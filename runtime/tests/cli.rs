@@ -935,7 +935,7 @@ fn every_fit_writes_the_library_masks_and_all_but_crop_cover_the_frame() {
     let model = models().plain("tiny-slate-msf");
     let img = image("motorcycle_left.png"); // 741×500
     let rgb = image::open(&img).unwrap().to_rgb8();
-    for fit in Fit::NAMES {
+    for &fit in Fit::NAMES {
         let out = scratch(&format!("fit-{fit}"));
         let o = msf_run(&[&"--onnx", &model, &img, &"-o", &out, &"--fit", &fit, &"--no-overlay", &"--quiet"]);
         assert!(o.status.success(), "{fit}: {}", text(&o));

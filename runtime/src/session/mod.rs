@@ -27,46 +27,8 @@ pub enum Provider {
     Tensorrt,
 }
 
-impl BackendKind {
-    /// The names [`str::parse`] takes (`onnxruntime` is read as `ort` too).
-    pub const NAMES: [&'static str; 2] = ["tract", "ort"];
-}
-
-impl std::str::FromStr for BackendKind {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "tract" => Ok(BackendKind::Tract),
-            "ort" | "onnxruntime" => Ok(BackendKind::Ort),
-            _ => Err(format!("unknown backend `{s}` (use {})", Self::NAMES.join(" or "))),
-        }
-    }
-}
-
-impl Provider {
-    /// The names [`str::parse`] takes, as [`Provider::as_str`] gives them.
-    pub const NAMES: [&'static str; 3] = ["cpu", "cuda", "tensorrt"];
-}
-
-impl std::str::FromStr for Provider {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        [Provider::Cpu, Provider::Cuda, Provider::Tensorrt]
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown execution provider `{s}` (use one of {})", Self::NAMES.join(", ")))
-    }
-}
-
-impl Provider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Cpu => "cpu",
-            Provider::Cuda => "cuda",
-            Provider::Tensorrt => "tensorrt",
-        }
-    }
-}
+crate::names::named_enum!(BackendKind, "backend", { Tract => "tract", Ort => "ort" | "onnxruntime" });
+crate::names::named_enum!(Provider, "execution provider", { Cpu => "cpu", Cuda => "cuda", Tensorrt => "tensorrt" });
 
 /// Options shared by all backends.
 #[derive(Clone, Debug, Default)]

@@ -29,28 +29,7 @@ pub enum Layout {
     Davis,
 }
 
-impl Layout {
-    /// The names [`str::parse`] takes, as [`Layout::as_str`] gives them.
-    pub const NAMES: [&'static str; 2] = ["flat", "davis"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Layout::Flat => "flat",
-            Layout::Davis => "davis",
-        }
-    }
-}
-
-impl std::str::FromStr for Layout {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "flat" => Ok(Layout::Flat),
-            "davis" => Ok(Layout::Davis),
-            _ => Err(format!("unknown layout `{s}` (use flat or davis)")),
-        }
-    }
-}
+crate::names::named_enum!(Layout, "layout", { Flat => "flat", Davis => "davis" });
 
 /// A label map in the DAVIS convention: slot id + 1, [`VOID`] → 0.
 pub fn davis_labels(map: &LabelMap) -> LabelMap {
@@ -124,7 +103,7 @@ mod tests {
 
     #[test]
     fn layout_names_round_trip() {
-        for n in Layout::NAMES {
+        for &n in Layout::NAMES {
             assert_eq!(n.parse::<Layout>().unwrap().as_str(), n);
         }
         assert!("tree".parse::<Layout>().is_err());

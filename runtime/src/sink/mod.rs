@@ -131,28 +131,7 @@ pub enum MaskRes {
     Model,
 }
 
-impl std::str::FromStr for MaskRes {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "frame" => Ok(MaskRes::Frame),
-            "model" => Ok(MaskRes::Model),
-            _ => Err(format!("unknown mask resolution `{s}` (use frame or model)")),
-        }
-    }
-}
-
-impl MaskRes {
-    /// The names [`str::parse`] takes, as [`MaskRes::as_str`] gives them.
-    pub const NAMES: [&'static str; 2] = ["frame", "model"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MaskRes::Frame => "frame",
-            MaskRes::Model => "model",
-        }
-    }
-}
+crate::names::named_enum!(MaskRes, "mask resolution", { Frame => "frame", Model => "model" });
 
 /// A slot index per pixel, row-major; [`VOID`] marks pixels no slot covers.
 #[derive(Clone, Debug, PartialEq, Eq)]

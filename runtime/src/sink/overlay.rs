@@ -25,26 +25,12 @@ pub enum Format {
 
 pub const JPEG_QUALITY: u8 = 90;
 
+crate::names::named_enum!(Format, "overlay format", { Jpeg => "jpg" | "jpeg", Png => "png" });
+
 impl Format {
-    /// The names [`str::parse`] takes, as [`Format::extension`] gives them (`jpeg` is read too).
-    pub const NAMES: [&'static str; 2] = ["jpg", "png"];
-
+    /// The file extension (the name).
     pub fn extension(self) -> &'static str {
-        match self {
-            Format::Jpeg => "jpg",
-            Format::Png => "png",
-        }
-    }
-}
-
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "jpg" | "jpeg" => Ok(Format::Jpeg),
-            "png" => Ok(Format::Png),
-            _ => Err(format!("unknown overlay format `{s}` (use jpg or png)")),
-        }
+        self.as_str()
     }
 }
 
