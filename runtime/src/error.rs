@@ -43,8 +43,9 @@ pub enum Error {
         expected: usize,
         size: usize,
     },
-    /// Sizes or std in `msf_models::Preprocess` that cannot work (zero size, zero std, ...).
-    #[error("invalid preprocessing config: {0}")]
+    /// Options that cannot work together or at all: preprocessing sizes or std (zero size, zero
+    /// std, ...), pipeline bounds, a fit the tracker cannot follow.
+    #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
     // ---- image files (source::image) ----

@@ -956,6 +956,7 @@ fn every_fit_writes_the_library_masks_and_all_but_crop_cover_the_frame() {
     // Tiles give several model views per frame; temporal mode follows one.
     let out = scratch("fit-tiles-temporal");
     let o = msf_run(&[&"--onnx", &model, &img, &"-o", &out, &"--fit", &"tiles", &"--temporal", &"--quiet"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(stderr(&o).contains("tiles") && stderr(&o).trim().lines().count() == 1, "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(stderr(&o).contains("--fit tiles gives several"), "{}", text(&o));
+    assert!(all_files(&out).is_empty(), "a usage error writes nothing");
 }

@@ -253,6 +253,9 @@ pub(crate) fn check_usage(cli: &Cli) -> std::result::Result<(), String> {
             cli.provider.as_str()
         ));
     }
+    if cli.temporal && cli.fit == Fit::Tiles {
+        return Err("--temporal follows the model's slots from frame to frame, one view per frame; --fit tiles gives several: use --fit crop, stretch or pad".into());
+    }
     if cli.layout == Layout::Davis && cli.output.is_none() {
         return Err("--layout davis arranges the files of OUT_DIR: give -o OUT_DIR".into());
     }
