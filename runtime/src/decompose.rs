@@ -348,7 +348,14 @@ impl Decomposer {
     /// The model views of each frame under [`Self::fit`] (one each, several with tiles).
     fn placements(&self, views: &[ImageView]) -> Result<Vec<Vec<Placement>>> {
         let size = self.info().preprocess.image_size as u32;
-        views.iter().map(|v| self.fit.placements(v.width(), v.height(), size)).collect()
+        views
+            .iter()
+            .map(|v| {
+                let ps = self.fit.placements(v.width(), v.height(), size)?;
+                crate::fit::check_tiles(ps.len(), self.info().num_slots, v.width(), v.height())?;
+                Ok(ps)
+            })
+            .collect()
     }
 
     /// Preprocess frames into one (B,3,S,S) batch, one image per model view.

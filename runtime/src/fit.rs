@@ -89,8 +89,23 @@ impl Fit {
 /// tell which slots show the same object.
 pub const TILE_MIN_OVERLAP: f64 = 0.25;
 
-/// Most tiles per frame: merged ids must fit a byte (255 is void) even if no slot matches.
+/// Most tiles per frame. Merged ids must also fit a byte (255 is void) even if no slot matches,
+/// so a frame may have at most `min(MAX_TILES, 255 / K)` tiles ([`check_tiles`]).
 pub const MAX_TILES: usize = 32;
+
+/// Refuse a frame that needs more tiles than [`MAX_TILES`], or whose tiles' `slots` each could give
+/// more than 255 object ids (a very elongated frame): one model view per tile would be unbounded work,
+/// and the ids would not fit the 8-bit mask.
+pub fn check_tiles(tiles: usize, slots: usize, width: u32, height: u32) -> Result<()> {
+    let most = MAX_TILES.min(255 / slots.max(1));
+    if tiles > most.max(1) {
+        return Err(Error::InvalidConfig(format!(
+            "fit tiles: a {width}×{height} frame needs {tiles} tiles of {slots} slots, more than the {} a frame may have (ids fit one byte); use fit stretch or pad for frames this elongated",
+            most.max(1)
+        )));
+    }
+    Ok(())
+}
 
 /// Start offsets of squares of side `side` covering `0..long`, evenly spaced, neighbours
 /// overlapping by at least [`TILE_MIN_OVERLAP`]; one square when `long == side`.
@@ -333,6 +348,10 @@ mod tests {
         assert_eq!(tile_offsets(480, 480), vec![0]);
         assert_eq!(tile_offsets(640, 480), vec![0, 160]);
         assert_eq!(tile_offsets(854, 480), vec![0, 187, 374]);
+        // 7 slots: at most 32 tiles by the byte of ids (255 / 7 = 36), 5 slots likewise; 200 slots: one.
+        assert!(check_tiles(32, 7, 1, 1).is_ok() && check_tiles(33, 7, 1, 1).is_err());
+        assert!(check_tiles(2, 200, 1, 1).unwrap_err().to_string().contains("stretch or pad"));
+        assert!(check_tiles(1, 255, 1, 1).is_ok());
         for (long, side) in [(1000, 3), (17, 16), (4096, 100), (1921, 1080)] {
             let o = tile_offsets(long, side);
             assert_eq!(o[0], 0);
