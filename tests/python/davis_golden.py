@@ -20,7 +20,7 @@ object, a missing one (fewer predicted objects than ground-truth ones), unused i
 Making the golden (once, by hand, in a scratch venv with numpy, opencv-python-headless,
 scikit-image, scipy, pandas, Pillow, tqdm; never in CI):
 
-    python davis_golden.py --out DIR --upstream /tmp/davis2017-evaluation \\
+    python davis_golden.py --out DIR --upstream UPSTREAM_CHECKOUT \\
         --upstream-commit SHA --golden tests/goldens/davis_jf.json
 
 runs the official unsupervised evaluation of github.com/davisvideochallenge/davis2017-evaluation

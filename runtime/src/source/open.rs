@@ -269,8 +269,8 @@ mod tests {
             assert_eq!(classify(Path::new(url)).unwrap(), InputKind::Stream, "{url}");
             assert!(is_live_input(Path::new(url)), "{url}");
         }
-        assert_eq!(classify(Path::new("file:///tmp/x.mp4")).unwrap(), InputKind::Video);
-        assert!(!is_live_input(Path::new("file:///tmp/x.mp4")) && !is_live_input(&d.join("b.MP4")));
+        assert_eq!(classify(Path::new("file:///videos/x.mp4")).unwrap(), InputKind::Video);
+        assert!(!is_live_input(Path::new("file:///videos/x.mp4")) && !is_live_input(&d.join("b.MP4")));
         assert!(is_live_input(Path::new("/dev/video0")));
         assert!(matches!(classify(&d.join("missing.png")), Err(Error::InputNotFound { .. })));
     }
