@@ -21,21 +21,6 @@ use crate::session::{self, Backend, BackendKind, Provider, RawOutputs, SessionOp
 use std::path::Path;
 use std::sync::Mutex;
 
-/// Where the model's square input came from in the original frame (centre crop).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CropBox {
-    pub left: u32,
-    pub top: u32,
-    pub size: u32,
-}
-
-impl CropBox {
-    pub fn center_square(width: u32, height: u32) -> Self {
-        let size = width.min(height);
-        CropBox { left: (width - size) / 2, top: (height - size) / 2, size }
-    }
-}
-
 /// Axis-aligned box in mask pixels, inclusive-exclusive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BBox {

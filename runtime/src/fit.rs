@@ -44,11 +44,6 @@ pub enum Fit {
 crate::names::named_enum!(Fit, "fit", { Crop => "crop", Stretch => "stretch", Pad => "pad", Tiles => "tiles" });
 
 impl Fit {
-    /// Whether the masks cover the whole frame (all but [`Fit::Crop`]).
-    pub fn covers_frame(self) -> bool {
-        self != Fit::Crop
-    }
-
     /// The model views of a `width × height` frame for an input of side `size`: one, or with
     /// [`Fit::Tiles`] as many as [`tile_offsets`] gives.
     pub fn placements(self, width: u32, height: u32, size: u32) -> Result<Vec<Placement>> {
@@ -58,10 +53,7 @@ impl Fit {
         let full = Rect { x: 0, y: 0, width, height };
         let square = Rect { x: 0, y: 0, width: size, height: size };
         Ok(match self {
-            Fit::Crop => {
-                let s = width.min(height);
-                vec![Placement { frame: Rect { x: (width - s) / 2, y: (height - s) / 2, width: s, height: s }, input: square, size }]
-            }
+            Fit::Crop => vec![Placement { frame: Rect::centre_square(width, height), input: square, size }],
             Fit::Stretch => vec![Placement { frame: full, input: square, size }],
             Fit::Pad => {
                 let long = u64::from(width.max(height));
@@ -126,6 +118,15 @@ pub struct Rect {
     pub y: u32,
     pub width: u32,
     pub height: u32,
+}
+
+impl Rect {
+    /// Upstream's centre crop of a `width × height` frame: the largest square, `left = (w − s) / 2`,
+    /// `top = (h − s) / 2` (integer division: the odd pixel goes to the right/bottom margin).
+    pub fn centre_square(width: u32, height: u32) -> Rect {
+        let s = width.min(height);
+        Rect { x: (width - s) / 2, y: (height - s) / 2, width: s, height: s }
+    }
 }
 
 /// Where one model view lies in the frame: the frame's rectangle `frame` is resized into the
@@ -269,13 +270,13 @@ pub fn merge_tiles(tiles: Vec<Decomposition>, width: u32, height: u32) -> Decomp
     }
     // Merged vectors: area-weighted mean (plain mean for objects no pixel shows).
     let mut slots = vec![0f32; n * d];
-    let mut weight = vec![0f64; n];
+    let (mut weight, mut members) = (vec![0f64; n], vec![0f64; n]);
     for (node, &id) in ids.iter().enumerate() {
         weight[id] += areas[node] as f64;
+        members[id] += 1.0;
     }
     for (node, &id) in ids.iter().enumerate() {
-        let cnt = ids.iter().filter(|&&j| j == id).count() as f64;
-        let wgt = if weight[id] > 0.0 { areas[node] as f64 / weight[id] } else { 1.0 / cnt };
+        let wgt = if weight[id] > 0.0 { areas[node] as f64 / weight[id] } else { 1.0 / members[id] };
         let src = tiles[node / k].slot(node % k);
         for (o, v) in slots[id * d..(id + 1) * d].iter_mut().zip(src) {
             *o += (wgt * f64::from(*v)) as f32;

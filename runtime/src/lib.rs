@@ -34,7 +34,7 @@ pub mod source;
 pub mod track;
 pub mod view;
 
-pub use decompose::{BBox, CropBox, Decomposer, DecomposerBuilder, Decomposition};
+pub use decompose::{BBox, Decomposer, DecomposerBuilder, Decomposition};
 pub use error::{Error, Result};
 pub use fit::Fit;
 pub use model::ModelInfo;

@@ -141,10 +141,9 @@ impl<'a> ImageView<'a> {
     /// Upstream's centre crop to the largest square: `s = min(h, w)`, `top = (h − s) // 2`,
     /// `left = (w − s) // 2` (the extra odd pixel goes to the bottom/right margin).
     pub fn center_square(&self) -> ImageView<'a> {
-        let s = self.width.min(self.height);
-        let (left, top) = ((self.width - s) / 2, (self.height - s) / 2);
+        let r = crate::fit::Rect::centre_square(self.width, self.height);
         // Cannot fail: the square lies inside a checked, non-empty view.
-        self.crop(left, top, s, s).unwrap_or(*self)
+        self.crop(r.x, r.y, r.width, r.height).unwrap_or(*self)
     }
 }
 

@@ -4,18 +4,19 @@
 
 use crate::data::Sample;
 use crate::metrics::{score, Scores};
-use msf_runtime::{CropBox, Decomposer, ImageView};
+use msf_runtime::fit::Rect;
+use msf_runtime::{Decomposer, ImageView};
 
 /// Ground-truth labels as the model sees the frame: the centre crop, resized to `size`×`size`
 /// with PyTorch's `nearest-exact` (source pixel `⌊(i + ½)·in/out⌋`), as upstream's `Resize` does for masks.
 pub fn labels_in_model_view(labels: &image::GrayImage, size: usize) -> Vec<u8> {
-    let crop = CropBox::center_square(labels.width(), labels.height());
-    let scale = crop.size as f64 / size as f64;
-    let src: Vec<u32> = (0..size).map(|i| (((i as f64 + 0.5) * scale).floor() as u32).min(crop.size - 1)).collect();
+    let crop = Rect::centre_square(labels.width(), labels.height());
+    let scale = crop.width as f64 / size as f64;
+    let src: Vec<u32> = (0..size).map(|i| (((i as f64 + 0.5) * scale).floor() as u32).min(crop.width - 1)).collect();
     let mut out = Vec::with_capacity(size * size);
     for &y in &src {
         for &x in &src {
-            out.push(labels.get_pixel(crop.left + x, crop.top + y).0[0]);
+            out.push(labels.get_pixel(crop.x + x, crop.y + y).0[0]);
         }
     }
     out
