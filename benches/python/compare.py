@@ -78,10 +78,12 @@ def worker(kind: str, model: str, frames: list[str], out: str, threads: int) -> 
         if threads:
             so.intra_op_num_threads = threads
         sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
+        name, *rest = sess.get_inputs()
+        # msf-export's `slots_init` (N, K, D): empty (N = 0) selects the learned initial slots.
+        extra = {i.name: np.zeros((0, *i.shape[1:]), np.float32) for i in rest}
 
         def infer(x):
-            return sess.run(None, {name: x})[2][0]
+            return sess.run(None, {name.name: x, **extra})[2][0]
     elif kind == "torch-eager":
         import torch
 

@@ -35,8 +35,13 @@ struct Cli {
     /// onnxruntime (`msf-run --backend ort`) on CPUs with VNNI.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,
-    /// Add an input `slots_init` (B,K,D) for initial slots, e.g. the previous video frame's slots.
+    /// Leave out the `slots_init` input. By default the graph takes `slots_init` (N,K,D): the
+    /// previous frame's slots (N = B) in temporal mode, or an empty tensor (N = 0) for the learned
+    /// initial slots; without it `msf-run --temporal` can only match ids between frames.
     #[arg(long)]
+    no_slots_in: bool,
+    /// The default since `slots_init` became a plain input; accepted for older scripts.
+    #[arg(long, hide = true, conflicts_with = "no_slots_in")]
     slots_in: bool,
     /// Leave the bicubic 256→224 resize out of the graph (for runtimes without cubic Resize);
     /// the metadata tells the runtime to do it, and the graph then takes (B,3,224,224).
@@ -137,7 +142,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 PrecisionArg::Fp32 => Precision::Fp32,
                 PrecisionArg::Int8 => Precision::Int8,
             },
-            slots_in: cli.slots_in,
+            slots_in: !cli.no_slots_in,
             resize_in_graph: !cli.no_resize,
         },
         spec: SpecOptions { iters: cli.iters, strict: cli.strict },

@@ -5,7 +5,7 @@
 //! without copying the weights (raw tensor data stays a view of the caller's buffer), and hands
 //! the backends a checked, typed summary. tract and onnxruntime then only parse and run.
 
-use crate::interface::{MetadataError, ModelMetadata, INPUT_IMAGE, INPUT_SLOTS, OUTPUT_ATTN, OUTPUT_MASKS, OUTPUT_SLOTS};
+use crate::interface::{MetadataError, ModelMetadata, INPUT_IMAGE, INPUT_SLOTS, OUTPUT_ATTN, OUTPUT_MASKS, OUTPUT_SLOTS, SLOTS_DEFAULT};
 use crate::limits::Limits;
 use crate::Preprocess;
 use prost::bytes::Bytes;
@@ -55,7 +55,8 @@ pub struct GraphContract {
     pub outputs: [usize; 3],
     /// The graph has the `slots_init` input.
     pub slots_input: bool,
-    /// The learned initial slots (1, K, D), when `slots_init` has an initializer default.
+    /// The learned initial slots (1, K, D) that an empty `slots_init` selects (initializer
+    /// `SLOTS_DEFAULT`, or `slots_init` itself in files of the first form).
     pub slots_default: Option<Vec<f32>>,
     /// Some initializer keeps its data in a file beside the model.
     pub external_data: bool,
@@ -266,11 +267,14 @@ impl GraphContract {
         // The runtimes open external data themselves: every location must be a regular file
         // inside the model's folder, long enough for what the tensor claims.
         let external_data = graph.initializer.iter().any(|t| t.data_location == Some(EXTERNAL));
-        for t in graph.initializer.iter().filter(|t| t.data_location == Some(EXTERNAL) && t.name.as_deref() != Some(INPUT_SLOTS)) {
+        for t in graph.initializer.iter().filter(|t| t.data_location == Some(EXTERNAL)) {
             let name = t.name.clone().unwrap_or_default();
             external_range(t, dir).map_err(|reason| ContractError::ExternalData { name, reason })?;
         }
-        let slots_default = match graph.initializer.iter().find(|t| t.name.as_deref() == Some(INPUT_SLOTS)) {
+        // The learned initial slots: `SLOTS_DEFAULT` (what an empty `slots_init` selects), or in
+        // files of the first form the initializer that shadowed the input as its default.
+        let default = graph.initializer.iter().find(|t| t.name.as_deref() == Some(SLOTS_DEFAULT));
+        let slots_default = match default.or_else(|| graph.initializer.iter().find(|t| t.name.as_deref() == Some(INPUT_SLOTS))) {
             Some(t) if slots_input => Some(read_f32(t, k * d, dir).map_err(ContractError::SlotsDefault)?),
             _ => None,
         };
@@ -379,6 +383,12 @@ mod tests {
     /// An MSF-shaped model (no nodes: the contract never looks at them) for the sample metadata:
     /// 7 slots of 256, grid 16, masks 256.
     fn model(slots_in: bool) -> ModelProto {
+        model_with_default(slots_in, SLOTS_DEFAULT)
+    }
+
+    /// `default_name`: where the learned slots are: `SLOTS_DEFAULT`, or `INPUT_SLOTS` (the first
+    /// form, an initializer shadowing the input).
+    fn model_with_default(slots_in: bool, default_name: &str) -> ModelProto {
         let mut meta = sample();
         meta.slots_input = slots_in;
         let mut input = vec![value(INPUT_IMAGE, &[None, Some(3), Some(256), Some(256)])];
@@ -386,7 +396,7 @@ mod tests {
         if slots_in {
             input.push(value(INPUT_SLOTS, &[None, Some(7), Some(256)]));
             let raw: Vec<u8> = (0..7 * 256).flat_map(|i| (i as f32).to_le_bytes()).collect();
-            initializer.push(TensorProto { name: Some(INPUT_SLOTS.into()), dims: vec![1, 7, 256], data_type: Some(1), raw_data: Some(raw), ..Default::default() });
+            initializer.push(TensorProto { name: Some(default_name.into()), dims: vec![1, 7, 256], data_type: Some(1), raw_data: Some(raw), ..Default::default() });
         }
         ModelProto {
             ir_version: Some(8),
@@ -423,6 +433,9 @@ mod tests {
         assert_eq!((d.len(), d[0], d[7 * 256 - 1]), (7 * 256, 0.0, (7 * 256 - 1) as f32));
         let c = check(&model(false), None, None).unwrap();
         assert!(!c.slots_input && c.slots_default.is_none());
+        // Files of the first form: the default shadows the input under its own name.
+        let old = check(&model_with_default(true, INPUT_SLOTS), None, None).unwrap();
+        assert_eq!(old.slots_default, check(&model(true), None, None).unwrap().slots_default);
     }
 
     #[test]

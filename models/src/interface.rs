@@ -3,9 +3,11 @@
 //! Graph (B is dynamic):
 //! - input [`INPUT_IMAGE`]: f32 (B, 3, S, S), RGB, normalised; S = `Preprocess::graph_input_size()`
 //!   (256 with the bicubic resize in the graph, 224 without).
-//! - optional input [`INPUT_SLOTS`] (export option `--slots-in`): f32 (B, K, D) initial slots, e.g.
-//!   the previous frame's slots. Its initializer holds the learned mean (1, K, D), so runtimes that
-//!   honour initializer defaults may omit it.
+//! - input [`INPUT_SLOTS`] (left out only with `msf-export --no-slots-in`): f32 (N, K, D) initial
+//!   slots, e.g. the previous frame's. N = B feeds them; N = 0 (an empty tensor) takes the learned
+//!   mean, the initializer [`SLOTS_DEFAULT`] (1, K, D). An ordinary required input, so every runtime
+//!   lists it (files of the first form, where an initializer named `slots_init` shadowed the input
+//!   as its default, still load).
 //! - output [`OUTPUT_SLOTS`]: f32 (B, K, D); [`OUTPUT_ATTN`]: f32 (B, K, G, G) last-iteration
 //!   softmax-over-slots attention; [`OUTPUT_MASKS`]: i64 (B, 256, 256) slot index per pixel.
 
@@ -15,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub const INPUT_IMAGE: &str = "image";
 pub const INPUT_SLOTS: &str = "slots_init";
+/// The initializer holding the learned initial slots (1, K, D) that an empty [`INPUT_SLOTS`] selects.
+pub const SLOTS_DEFAULT: &str = "slots_init_default";
 pub const OUTPUT_SLOTS: &str = "slots";
 pub const OUTPUT_ATTN: &str = "attn";
 pub const OUTPUT_MASKS: &str = "masks";

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run -p msf-runtime --release --example identity_switches -- MODEL.onnx [FRAMES] [SIZE]
 //! ```
-//! MODEL must be exported with `msf-export --slots-in` (temporal modes need the `slots_init` input).
+//! MODEL must have the `slots_init` input (temporal modes need it): any `msf-export` output but `--no-slots-in`.
 //! The video (default 60 frames of 256×256): a disc, a square and a triangle moving smoothly over a
 //! textured background, with per-pixel ground truth ([`msf_runtime::eval::synthetic`]). An identity
 //! switch is a change of the slot id that best overlaps a ground-truth object between consecutive
@@ -58,7 +58,7 @@ pub fn measure(dec: &Arc<Decomposer>, video: &synthetic::MovingShapes, opts: Tra
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(model) = args.first() else {
-        eprintln!("usage: identity_switches MODEL.onnx [FRAMES=60] [SIZE=256] [IOU_WEIGHT=0.5]   (MODEL exported with --slots-in)");
+        eprintln!("usage: identity_switches MODEL.onnx [FRAMES=60] [SIZE=256] [IOU_WEIGHT=0.5]   (MODEL not exported with --no-slots-in)");
         std::process::exit(2);
     };
     let frames: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(60);

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p msf-runtime --features video --example video_loop -- MODEL.onnx INPUT.mp4 [OUT.mp4]
 //! ```
-//! MODEL: an `msf-export` output; exported with `--slots-in`, slots are carried from frame to frame
+//! MODEL: an `msf-export` output; with the `slots_init` input (any export but `--no-slots-in`), slots are carried from frame to frame
 //! (temporal mode), otherwise each frame starts from the learned slots and ids are kept by matching.
 //! Frames are decoded one at a time (memory stays flat); each frame's per-slot area and box is
 //! printed, and the overlay (slot colours, boundaries, the area outside the centre crop dimmed) is

@@ -387,7 +387,7 @@ impl Decomposer {
     }
 
     /// Decompose with explicit initial slots (B·K·D values), e.g. the previous frame's slots.
-    /// Needs a model exported with `--slots-in`.
+    /// Needs the `slots_init` input (every export unless `--no-slots-in`).
     pub fn decompose_batch_with_slots(&self, views: &[ImageView], slots_init: Option<&[f32]>) -> Result<Vec<Decomposition>> {
         if views.is_empty() {
             return Ok(vec![]);

@@ -116,8 +116,8 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
-    /// Initial slots were given to a model exported without `--slots-in`.
-    #[error("this model has no `slots_init` input: export it with `msf-export --slots-in` for temporal mode")]
+    /// Initial slots were given to a model exported with `--no-slots-in`.
+    #[error("this model has no `slots_init` input (exported with `msf-export --no-slots-in`): re-export it without that flag for temporal mode")]
     NoSlotsInput,
     /// Initial slots of the wrong length.
     #[error("initial slots have {got} values, expected {expected} (batch × slots × dim)")]

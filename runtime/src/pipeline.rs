@@ -300,7 +300,7 @@ impl PipelineBuilder {
         self
     }
     /// Temporal mode: each stream's slots carried from frame to frame and slot ids matched to the
-    /// previous frame's (needs a model exported with `--slots-in`); one job, batch 1.
+    /// previous frame's (needs the `slots_init` input: not `--no-slots-in`); one job, batch 1.
     pub fn temporal(mut self, on: bool) -> Self {
         self.temporal = on.then(|| TrackerOptions { temporal: true, matching: true, ..Default::default() });
         self

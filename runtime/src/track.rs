@@ -2,7 +2,7 @@
 //!
 //! Two mechanisms, used together by default:
 //!
-//! 1. **Carried slots** (*temporal mode*, models exported with `msf-export --slots-in`): each frame's
+//! 1. **Carried slots** (*temporal mode*, models with the `slots_init` input: every export unless `--no-slots-in`): each frame's
 //!    slot attention starts from the previous frame's slots instead of the learned mean, the way
 //!    STEVE-style video models run an image model on video (spec §5; MSF itself has no predictor,
 //!    so the previous slots are used as they are). Slots then tend to keep following the object they
@@ -37,7 +37,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrackerOptions {
     /// Start each frame's slot attention from the previous frame's slots (needs a model exported
-    /// with `--slots-in`). [`Tracker::new`] turns it off for models without that input;
+    /// with `--no-slots-in`). [`Tracker::new`] turns it off for models without that input;
     /// [`Tracker::with_options`] refuses them.
     pub temporal: bool,
     /// Reorder each frame's slots by Hungarian matching with the previous frame.
@@ -57,7 +57,7 @@ impl Default for TrackerOptions {
 /// Carries slots and identities across the frames of one video stream.
 ///
 /// ```
-/// # let model = msf_tests::FixtureModel::slate(true); // exported with `--slots-in`
+/// # let model = msf_tests::FixtureModel::slate(true); // with the `slots_init` input
 /// use msf_runtime::{Decomposer, ImageView, Tracker};
 /// use std::sync::Arc;
 /// let dec = Arc::new(Decomposer::builder().build(&model)?); // e.g. "slate-msf.slots.onnx"
@@ -99,7 +99,7 @@ impl Tracker {
     }
 
     /// Explicit options; fails with [`Error::NoSlotsInput`] if `temporal` is asked of a model
-    /// exported without `--slots-in`, and with [`Error::InvalidConfig`] for an IoU weight outside `[0, 1]`.
+    /// exported with `--no-slots-in`, and with [`Error::InvalidConfig`] for an IoU weight outside `[0, 1]`.
     pub fn with_options(dec: Arc<Decomposer>, opts: TrackerOptions) -> Result<Self> {
         if opts.temporal && !dec.info().slots_input {
             return Err(Error::NoSlotsInput);

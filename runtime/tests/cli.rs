@@ -68,6 +68,9 @@ impl Models {
     fn with_slots(&self) -> PathBuf {
         self.dir.join("tiny-slate-msf.slots-in.onnx")
     }
+    fn without_slots(&self) -> PathBuf {
+        self.dir.join("tiny-slate-msf.no-slots-in.onnx")
+    }
 }
 
 /// Export the fixture checkpoints once per test process.
@@ -91,7 +94,9 @@ fn models() -> &'static Models {
         for model in MODELS {
             export(model, &m.plain(model), &[]);
         }
+        // `--slots-in` is the default now, still accepted.
         export("tiny-slate-msf", &m.with_slots(), &["--slots-in"]);
+        export("tiny-slate-msf", &m.without_slots(), &["--no-slots-in"]);
         m
     })
 }
@@ -333,9 +338,9 @@ fn temporal_without_the_slots_input_matches_ids_and_with_it_carries_slots() {
     let folder = fixtures().join("images");
     // Without the input, ids are still matched between frames, with a warning that says how to
     // get the slots carried too.
-    let o = msf_run(&[&"--onnx", &models().plain("tiny-slate-msf"), &folder, &"-o", &out, &"--temporal", &"--quiet"]);
+    let o = msf_run(&[&"--onnx", &models().without_slots(), &folder, &"-o", &out, &"--temporal", &"--quiet"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(stderr(&o).contains("--slots-in") && stderr(&o).contains("matched between frames only"), "{}", text(&o));
+    assert!(stderr(&o).contains("--no-slots-in") && stderr(&o).contains("matched between frames only"), "{}", text(&o));
     assert_eq!(read_json(&out.join("decomposition.json"))["frames"].as_array().unwrap().len(), 5);
 
     let out = scratch("temporal");

@@ -1,4 +1,4 @@
-//! Tracker on the synthetic moving-shapes video with the fixture model exported `--slots-in`
+//! Tracker on the synthetic moving-shapes video with the fixture model with the `slots_init` input
 //! (random weights: the masks follow colour and texture only loosely, so the numbers measure the
 //! mechanism, not a trained model). Prints the identity switches of each mode.
 

@@ -14,8 +14,10 @@ exits non-zero if any exceeds the tolerances (default: slots 1e-4, attn 1e-4, ma
 Model variants handled:
 * metadata ``msf.preprocess`` with ``"backbone_resize_in_graph": false`` (or a 224-pixel image input): the
   bicubic x0.875 resize is not in the graph, so it is applied here first with ``reference.bicubic_resize``;
-* an extra input ``slots_init``: left out when the graph gives it a default (an initializer of that name),
-  otherwise fed the learned mean (from that initializer or ``--checkpoint``); ``--slots-init mean`` always feeds it.
+* an extra input ``slots_init`` (N, K, D): msf-export's graphs take N = 0 (an empty tensor) for the learned
+  initial slots, which is what is fed by default; files of the first form, where an initializer of that name is
+  the default, leave it out; a graph with neither is fed the learned mean from ``--checkpoint``.
+  ``--slots-init mean`` always feeds the learned mean (from the graph's initializer or ``--checkpoint``).
 * no ``masks`` output: masks are then computed from ``attn`` with ``reference.masks_from_attention``.
 
 ``--write-npz OUT.npz`` saves onnxruntime's outputs (a reference for the Rust runtime tests): in fixture mode
@@ -40,18 +42,19 @@ import reference  # noqa: E402
 
 IMAGE_INPUT = "image"
 SLOTS_INPUT = "slots_init"
+SLOTS_DEFAULT = "slots_init_default"  # the learned slots an empty slots_init selects
 
 
 def _metadata(model) -> dict:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def _initializer(model, name):
+def _initializer(model, name, base_dir=""):
     from onnx import numpy_helper
 
     for init in model.graph.initializer:
         if init.name == name:
-            return numpy_helper.to_array(init)
+            return numpy_helper.to_array(init, base_dir)
     return None
 
 
@@ -81,7 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument("--write-npz", help="save onnxruntime's outputs here")
     ap.add_argument("--checkpoint", help="upstream .pth, for the learned mean when slots_init has no default")
     ap.add_argument("--slots-init", choices=["auto", "mean"], default="auto",
-                    help="auto: omit slots_init when the graph has a default for it; mean: feed the learned mean")
+                    help="auto: an empty slots_init (N = 0, the graph's learned slots), or none for a first-form "
+                         "default; mean: feed the learned mean")
     ap.add_argument("--tol-slots", type=float, default=1e-4)
     ap.add_argument("--tol-attn", type=float, default=1e-4)
     ap.add_argument("--min-mask", type=float, default=0.999, help="minimum fraction of equal mask pixels")
@@ -122,11 +126,19 @@ def main(argv=None) -> int:
     side = shape[-1] if isinstance(shape[-1], int) else None
     resize_in_graph = pre.get("backbone_resize_in_graph", side != 224 if side else True)
 
-    slots_feed = None
+    slots_feed = None  # None: left out; (0, K, D): empty, the graph's learned slots; (1, K, D): fed
+    slots_how = "absent"
+    model_dir = os.path.dirname(os.path.abspath(args.model_path))
     if SLOTS_INPUT in inputs:
-        default = _initializer(model, SLOTS_INPUT)
-        if args.slots_init == "mean" or default is None:
-            mean = default
+        default = _initializer(model, SLOTS_DEFAULT, model_dir)
+        first_form = default is None and _initializer(model, SLOTS_INPUT, model_dir) is not None
+        mean = default if default is not None else _initializer(model, SLOTS_INPUT, model_dir)
+        if args.slots_init == "auto" and first_form:
+            slots_how = "left to its initializer default"
+        elif args.slots_init == "auto" and default is not None:
+            slots_feed = np.zeros((0,) + default.shape[1:], np.float32)
+            slots_how = "empty (the graph's learned slots)"
+        else:
             if mean is None and args.checkpoint:
                 import torchfmt
 
@@ -134,9 +146,10 @@ def main(argv=None) -> int:
             if mean is None:
                 raise SystemExit("the graph's slots_init has no default: pass --checkpoint for the learned mean")
             slots_feed = np.asarray(mean, dtype=np.float32)
+            slots_how = "fed the learned mean"
     print(f"{os.path.basename(args.model_path)}: inputs {[(n, i.shape) for n, i in inputs.items()]}, "
           f"outputs {outputs}; bicubic resize {'in graph' if resize_in_graph else 'done here (not in graph)'}; "
-          f"slots_init {'absent' if SLOTS_INPUT not in inputs else ('fed the learned mean' if slots_feed is not None else 'left to its default')}"
+          f"slots_init {slots_how}"
           + (f"; precision {meta['msf.precision']}" if "msf.precision" in meta else ""))
 
     saved = {}
@@ -144,7 +157,8 @@ def main(argv=None) -> int:
         feed_x = x if resize_in_graph else reference.bicubic_resize(x.astype(np.float64)).astype(np.float32)
         feeds = {image_name: feed_x}
         if slots_feed is not None:
-            feeds[SLOTS_INPUT] = np.broadcast_to(slots_feed, (x.shape[0],) + slots_feed.shape[1:]).copy()
+            rows = 0 if slots_feed.shape[0] == 0 else x.shape[0]
+            feeds[SLOTS_INPUT] = np.broadcast_to(slots_feed[:1] if rows else slots_feed, (rows,) + slots_feed.shape[1:]).copy()
         t0 = time.time()
         res = dict(zip(outputs, sess.run(None, feeds)))
         dt = time.time() - t0

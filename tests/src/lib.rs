@@ -98,8 +98,8 @@ pub struct FixtureModel {
 }
 
 impl FixtureModel {
-    /// `tiny-slate-msf.pth` exported with the default options; `slots_in` adds the `slots_init`
-    /// input (temporal mode). Panics with a hint when the fixtures are missing.
+    /// `tiny-slate-msf.pth` exported with the default options; `slots_in: false` leaves the
+    /// `slots_init` input out (`--no-slots-in`). Panics with a hint when the fixtures are missing.
     pub fn slate(slots_in: bool) -> Self {
         let ckpt = fixtures_dir().join("tiny-slate-msf.pth");
         assert!(ckpt.is_file(), "{} is missing: set MSF_FIXTURES to the upstream fixtures folder", ckpt.display());

@@ -152,25 +152,38 @@ fn tiny_variant_no_resize() {
     }
 }
 
-/// `--slots-in`: an extra `slots_init` input whose default is the learned mean; check_onnx runs it
-/// both with the default and fed the mean explicitly; tract feeds the mean.
+/// `slots_init` is a plain input by default: onnxruntime lists it with no warning, an empty one
+/// (N = 0) gives the upstream goldens (the learned slots), and so does feeding the learned mean;
+/// tract feeds the mean. `--no-slots-in` leaves it out; the older `--slots-in` is still accepted.
 #[test]
-fn tiny_variant_slots_in() {
-    let t = "tiny_variant_slots_in";
+fn tiny_variant_slots_input_by_default() {
+    let t = "tiny_variant_slots_input_by_default";
     let Some(fx) = require_fixtures(t) else { return };
     let Some(py) = require_python(t) else { return };
     let tmp = temp_dir(t);
     let images = fixture_images(&fx);
+    let listed = "import onnxruntime as ort\n\
+        so = ort.SessionOptions(); so.log_severity_level = 1  # warnings and up, to stderr\n\
+        s = ort.InferenceSession(sys.argv[1], so, providers=['CPUExecutionProvider'])\n\
+        print([i.name for i in s.get_inputs()], [i.name for i in s.get_overridable_initializers()])";
     for m in FIXTURE_MODELS {
         let ckpt = fx.join(format!("{m}.pth"));
         let out = tmp.path().join(format!("{m}.onnx"));
-        export_ok(&ckpt, &out, &["--slots-in"]);
+        export_ok(&ckpt, &out, &[]);
+        let r = run_py_snippet(py, listed, [&out]);
+        r.assert_ok();
+        assert_eq!(r.stdout.trim(), "['image', 'slots_init'] []", "{}", r.transcript());
+        assert!(!r.stderr.contains("slots_init"), "onnxruntime warns about slots_init:\n{}", r.transcript());
         let d1 = check_onnx_fixture(py, &out, &fx, m);
         let d2 = check_onnx(py, &out, &["--fixtures", s(&fx), "--model", m, "--slots-init", "mean", "--skip-checker"]);
         let npz = tmp.path().join(format!("{m}.npz"));
         write_golden_npz(&fx, m, &images, &npz);
         let tract = tract_reference(&ckpt, &out, &npz, &["--slots-in"]);
-        note(format!("msf-tests: {m} --slots-in: onnxruntime {}; tract {tract}", d1.worst(d2)));
+        let none = tmp.path().join(format!("{m}.plain.onnx"));
+        export_ok(&ckpt, &none, &["--no-slots-in"]);
+        let r = run_py_snippet(py, listed, [&none]);
+        assert_eq!(r.stdout.trim(), "['image'] []", "{}", r.transcript());
+        note(format!("msf-tests: {m} slots_init (empty / the mean): onnxruntime {}; tract {tract}", d1.worst(d2)));
     }
 }
 

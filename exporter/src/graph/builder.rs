@@ -199,11 +199,16 @@ impl Builder {
         self.mul(&m, &half)
     }
 
-    /// `[B] ++ rest` as a 1-D int64 tensor, with B read from `like`'s first dimension.
-    pub(super) fn batch_shape(&mut self, like: &str, rest: &[i64]) -> String {
+    /// `[B]` as a 1-D int64 tensor, B read from `like`'s first dimension.
+    pub(super) fn batch_dim(&mut self, like: &str) -> String {
         let shape = self.op("Shape", &[like], vec![], None);
         let zero = self.i64s(&[0]);
-        let b = self.op("Gather", &[&shape, &zero], vec![attr_i("axis", 0)], None);
+        self.op("Gather", &[&shape, &zero], vec![attr_i("axis", 0)], None)
+    }
+
+    /// `[B] ++ rest` as a 1-D int64 tensor, with B read from `like`'s first dimension.
+    pub(super) fn batch_shape(&mut self, like: &str, rest: &[i64]) -> String {
+        let b = self.batch_dim(like);
         let rest = self.i64s(rest);
         self.op("Concat", &[&b, &rest], vec![attr_i("axis", 0)], None)
     }

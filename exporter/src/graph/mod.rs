@@ -43,6 +43,8 @@ pub const DEFAULT_OPSET: i64 = 17;
 
 /// Name of the symbolic batch dimension.
 pub const BATCH_DIM: &str = "batch";
+/// First dimension of `slots_init`: B, or 0 for the learned initial slots.
+pub const SLOTS_BATCH_DIM: &str = "batch_or_0";
 
 /// Numeric precision of the exported graph's heavy layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,7 +73,8 @@ impl Precision {
 pub struct GraphOptions {
     pub opset: i64,
     pub precision: Precision,
-    /// Add the `slots_init` input (initial slots, e.g. the previous frame's).
+    /// Add the `slots_init` input (initial slots, e.g. the previous frame's; empty = learned).
+    /// On by default: temporal mode needs it, and an empty input costs nothing.
     pub slots_in: bool,
     /// Keep the bicubic image→backbone resize inside the graph.
     pub resize_in_graph: bool,
@@ -79,7 +82,7 @@ pub struct GraphOptions {
 
 impl Default for GraphOptions {
     fn default() -> Self {
-        GraphOptions { opset: DEFAULT_OPSET, precision: Precision::Fp32, slots_in: false, resize_in_graph: true }
+        GraphOptions { opset: DEFAULT_OPSET, precision: Precision::Fp32, slots_in: true, resize_in_graph: true }
     }
 }
 
@@ -133,7 +136,16 @@ fn builder(opts: &GraphOptions) -> Result<Builder, GraphError> {
 
 /// A tensor's type with a symbolic batch dimension in front of `dims`.
 fn value_info(name: &str, elem: DataType, dims: &[usize]) -> ValueInfoProto {
-    let batch = std::iter::once(tensor_shape_proto::dimension::Value::DimParam(BATCH_DIM.to_string()));
+    value_info_dim0(name, elem, BATCH_DIM, dims)
+}
+
+/// The `slots_init` input: (N, K, D), N = B or 0.
+fn slots_input(k: usize, d: usize) -> ValueInfoProto {
+    value_info_dim0(INPUT_SLOTS, DataType::Float, SLOTS_BATCH_DIM, &[k, d])
+}
+
+fn value_info_dim0(name: &str, elem: DataType, dim0: &str, dims: &[usize]) -> ValueInfoProto {
+    let batch = std::iter::once(tensor_shape_proto::dimension::Value::DimParam(dim0.to_string()));
     let dim = batch
         .chain(dims.iter().map(|&d| tensor_shape_proto::dimension::Value::DimValue(d as i64)))
         .map(|v| tensor_shape_proto::Dimension { value: Some(v), ..Default::default() })
@@ -175,7 +187,7 @@ pub fn build_graph(spec: &ModelSpec, pre: &Preprocess, opts: &GraphOptions) -> R
     let s_in = pre.graph_input_size();
     let mut inputs = vec![value_info(INPUT_IMAGE, DataType::Float, &[3, s_in, s_in])];
     if opts.slots_in {
-        inputs.push(value_info(INPUT_SLOTS, DataType::Float, &[k, d]));
+        inputs.push(slots_input(k, d));
     }
     let outputs = vec![
         value_info(OUTPUT_SLOTS, DataType::Float, &[k, d]),
@@ -241,7 +253,7 @@ pub fn block_graph(spec: &ModelSpec, pre: &Preprocess, opts: &GraphOptions, bloc
     };
     let mut inputs = vec![value_info(x, DataType::Float, &input)];
     if block == Block::SlotAttention && opts.slots_in {
-        inputs.push(value_info(INPUT_SLOTS, DataType::Float, &[k, d]));
+        inputs.push(slots_input(k, d));
     }
     let name = format!("msf_{}_{block:?}", c.kind.as_str().replace('-', "_"));
     Ok(graph_proto(g, name, "one block of the MSF decomposition graph", inputs, outputs))

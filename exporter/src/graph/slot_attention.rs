@@ -7,26 +7,28 @@
 use super::builder::{attr_i, transpose, Builder};
 use super::weights::{LayerNorm, LayerNormParams, Linear, Param, Weights};
 use super::GraphError;
-use msf_models::interface::{INPUT_SLOTS, OUTPUT_SLOTS};
+use msf_models::interface::{INPUT_SLOTS, OUTPUT_SLOTS, SLOTS_DEFAULT};
 use msf_models::SlotConfig;
 
-/// The learned mean, broadcast to the batch (no noise at eval).
+/// The learned mean, broadcast to the batch (no noise at eval), or the caller's `slots_init`.
 pub(super) struct InitialSlots<'a> {
     mean: Param<'a>,
     num_slots: usize,
     slot_dim: usize,
+    as_input: bool,
 }
 
 impl<'a> InitialSlots<'a> {
-    /// `vb`: `keys::SLOTS_PREFIX`. With `as_input`, the mean is the default of the `slots_init`
-    /// input (an initializer with the input's name), so a caller can feed e.g. the previous
-    /// frame's slots instead.
+    /// `vb`: `keys::SLOTS_PREFIX`. With `as_input`, the graph takes `slots_init` (N, K, D): N = B
+    /// feeds e.g. the previous frame's slots, N = 0 takes the learned mean (the initializer
+    /// `SLOTS_DEFAULT`). A plain input rather than an initializer-shadowed one, which onnxruntime
+    /// warns about and leaves out of a session's inputs.
     pub(super) fn new(vb: &Weights<'a>, c: &SlotConfig, as_input: bool) -> Result<InitialSlots<'a>, GraphError> {
         let mut mean = vb.param("mean")?;
         if as_input {
-            mean.key = INPUT_SLOTS.to_string();
+            mean.key = SLOTS_DEFAULT.to_string();
         }
-        Ok(InitialSlots { mean, num_slots: c.num_slots, slot_dim: c.slot_dim })
+        Ok(InitialSlots { mean, num_slots: c.num_slots, slot_dim: c.slot_dim, as_input })
     }
 
     /// (B, K, D), with B read from `batch_like`'s first dimension.
@@ -34,7 +36,16 @@ impl<'a> InitialSlots<'a> {
         let (k, d) = (self.num_slots, self.slot_dim);
         let init = self.mean.emit(g, &[1, k, d]);
         let shape = g.batch_shape(batch_like, &[k as i64, d as i64]);
-        g.op("Expand", &[&init, &shape], vec![], None)
+        let learned = g.op("Expand", &[&init, &shape], vec![], None);
+        if !self.as_input {
+            return learned;
+        }
+        // The first B rows of [slots_init; learned]: the caller's when N = B, the mean when N = 0.
+        // No control flow (If), which the contract refuses.
+        let rows = g.op("Concat", &[INPUT_SLOTS, &learned], vec![attr_i("axis", 0)], None);
+        let b = g.batch_dim(batch_like);
+        let (zero, axis) = (g.i64s(&[0]), g.i64s(&[0]));
+        g.op("Slice", &[&rows, &zero, &b, &axis], vec![], None)
     }
 }
 

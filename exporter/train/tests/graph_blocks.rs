@@ -52,7 +52,9 @@ const OPSETS: [i64; 2] = [17, 13];
 fn run_block(m: &Model, block: Block, opset: i64, input: &tch::Tensor) -> Vec<tch::Tensor> {
     // tract's prelude has its own `Tensor`: tch's is named in full here.
     use tract_onnx::prelude::*;
-    let opts = GraphOptions { opset, ..Default::default() };
+    // One input per block: the learned initial slots inside (the `slots_init` input is checked
+    // against the goldens by tests/tests/export.rs).
+    let opts = GraphOptions { opset, slots_in: false, ..Default::default() };
     let meta = export::metadata_for(&m.spec, &opts);
     let graph = block_graph(&m.spec, &meta.preprocess, &opts, block).unwrap();
     let bytes = write::model_proto(graph, opset, &meta).encode_to_vec();

@@ -187,7 +187,7 @@ typedef struct MsfModelInfo {
      */
     uint32_t mask_size;
     /**
-     * Non-zero when the graph has the `slots_init` input (exported with `--slots-in`): trackers
+     * Non-zero when the graph has the `slots_init` input (every export but `--no-slots-in`): trackers
      * then carry slots from frame to frame.
      */
     uint32_t slots_input;
@@ -395,7 +395,7 @@ typedef struct MsfTrackerOptions {
 #define MSF_FIT_TILES 3
 
 /**
- * Carry slots when the model has the `slots_init` input (exported with `--slots-in`), else not.
+ * Carry slots when the model has the `slots_init` input (every export but `--no-slots-in`), else not.
  */
 #define MSF_TEMPORAL_AUTO 0
 
@@ -674,8 +674,8 @@ struct MsfTrackerOptions msf_tracker_options_default(void);
  *
  * Errors: `MSF_STATUS_NULL_ARGUMENT`, `MSF_STATUS_INVALID_HANDLE` (`dec`),
  * `MSF_STATUS_INVALID_ARGUMENT` (options; a decomposer created with `MSF_FIT_TILES`, whose frames
- * have several model views), `MSF_STATUS_MODEL` (`MSF_TEMPORAL_ON` with a model exported without
- * `--slots-in`).
+ * have several model views), `MSF_STATUS_MODEL` (`MSF_TEMPORAL_ON` with a model exported with
+ * `--no-slots-in`).
  *
  * # Safety
  * `options` must be NULL or a valid `MsfTrackerOptions`; `out` NULL or writable.

@@ -115,7 +115,7 @@ pub struct MsfModelInfo {
     pub grid: u32,
     /// Side of the model-resolution mask (the model's input, 256; see `msf_result_view`).
     pub mask_size: u32,
-    /// Non-zero when the graph has the `slots_init` input (exported with `--slots-in`): trackers
+    /// Non-zero when the graph has the `slots_init` input (every export but `--no-slots-in`): trackers
     /// then carry slots from frame to frame.
     pub slots_input: u32,
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Whether a tracker starts each frame's slot attention from the previous frame's slots: one of the
 /// `MSF_TEMPORAL_*` values.
 pub type MsfTemporal = u32;
-/// Carry slots when the model has the `slots_init` input (exported with `--slots-in`), else not.
+/// Carry slots when the model has the `slots_init` input (every export but `--no-slots-in`), else not.
 pub const MSF_TEMPORAL_AUTO: MsfTemporal = 0;
 /// Never carry slots: every frame starts from the learned slots (matching still gives stable ids).
 pub const MSF_TEMPORAL_OFF: MsfTemporal = 1;
@@ -74,8 +74,8 @@ fn tracker_options(o: &MsfTrackerOptions, slots_input: bool) -> FfiResult<Tracke
 ///
 /// Errors: `MSF_STATUS_NULL_ARGUMENT`, `MSF_STATUS_INVALID_HANDLE` (`dec`),
 /// `MSF_STATUS_INVALID_ARGUMENT` (options; a decomposer created with `MSF_FIT_TILES`, whose frames
-/// have several model views), `MSF_STATUS_MODEL` (`MSF_TEMPORAL_ON` with a model exported without
-/// `--slots-in`).
+/// have several model views), `MSF_STATUS_MODEL` (`MSF_TEMPORAL_ON` with a model exported with
+/// `--no-slots-in`).
 ///
 /// # Safety
 /// `options` must be NULL or a valid `MsfTrackerOptions`; `out` NULL or writable.

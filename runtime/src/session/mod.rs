@@ -1,7 +1,8 @@
 //! Inference backends behind one small trait: tract (pure Rust, default) and onnxruntime (`ort`).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::ModelInfo;
+use std::borrow::Cow;
 
 #[cfg(feature = "tract")]
 pub mod tract;
@@ -68,8 +69,23 @@ pub trait Backend: Send + Sync {
     fn info(&self) -> &ModelInfo;
     /// Run on `image` (B,3,S,S); `slots_init` (B,K,D) only for graphs with that input.
     fn run(&self, image: &[f32], batch: usize, slots_init: Option<&[f32]>) -> Result<RawOutputs>;
-    /// The learned initial slots (1,K,D) when the graph exposes them as the `slots_init` default.
+    /// The learned initial slots (1,K,D) that an empty `slots_init` stands for.
     fn default_slots(&self) -> Option<&[f32]>;
+}
+
+/// What a run feeds `slots_init` (B,K,D): the caller's slots, or the learned ones repeated over
+/// the batch. Fed explicitly by both backends, so no runtime relies on a graph-side default.
+pub(crate) fn initial_slots<'a>(given: Option<&'a [f32]>, learned: Option<&[f32]>, batch: usize, info: &ModelInfo, backend: &'static str) -> Result<Cow<'a, [f32]>> {
+    let want = batch * info.num_slots * info.slot_dim;
+    let slots = match (given, learned) {
+        (Some(v), _) => Cow::Borrowed(v),
+        (None, Some(mean)) => Cow::Owned(mean.repeat(batch)),
+        (None, None) => return Err(Error::inference(backend, "the graph needs `slots_init` and has no learned default")),
+    };
+    if slots.len() != want {
+        return Err(Error::SlotsShape { got: slots.len(), expected: want });
+    }
+    Ok(slots)
 }
 
 /// Parse and prepare a checked model with the backend `opts` asks for.

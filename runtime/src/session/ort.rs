@@ -256,8 +256,7 @@ impl OrtBackend {
             info: file.info(),
             pool: SessionPool { free: Mutex::new(sessions), returned: Condvar::new() },
             provider,
-            // onnxruntime feeds the initializer default itself when `slots_init` is left out; the
-            // value is kept for `default_slots` (callers seed temporal mode with it).
+            // Fed when the caller gives no slots (`slots_init` is a required input).
             slots_default: file.contract.slots_default.clone(),
         })
     }
@@ -338,16 +337,14 @@ impl Backend for OrtBackend {
         if image.len() != batch * 3 * s * s {
             return Err(run_err(format!("input has {} values, expected {batch}x3x{s}x{s}", image.len())));
         }
+        if slots_init.is_some() && !self.info.slots_input {
+            return Err(Error::NoSlotsInput);
+        }
+        let init = if self.info.slots_input { Some(super::initial_slots(slots_init, self.default_slots(), batch, &self.info, "onnxruntime")?) } else { None };
         let image = TensorRef::from_array_view(([batch, 3, s, s], image)).map_err(run_err)?;
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![(INPUT_IMAGE.into(), image.into())];
-        if let Some(init) = slots_init {
-            if !self.info.slots_input {
-                return Err(Error::NoSlotsInput);
-            }
-            if init.len() != batch * k * d {
-                return Err(Error::SlotsShape { got: init.len(), expected: batch * k * d });
-            }
-            inputs.push((INPUT_SLOTS.into(), TensorRef::from_array_view(([batch, k, d], init)).map_err(run_err)?.into()));
+        if let Some(init) = &init {
+            inputs.push((INPUT_SLOTS.into(), TensorRef::from_array_view(([batch, k, d], &init[..])).map_err(run_err)?.into()));
         }
         self.pool.with(|session| {
             let out = session.run(inputs).map_err(|e| Error::backend_run("onnxruntime", e))?;

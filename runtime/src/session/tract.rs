@@ -99,7 +99,7 @@ impl TractBackend {
         let outputs = contract.outputs;
         let native_argmax = detach_mask_argmax(graph, outputs[2]);
         // tract makes initializers that are also inputs into constants: take the `slots_init`
-        // default out so it stays an input (the contract has read its value, the learned mean).
+        // default of first-form files out so it stays an input (the contract has read its value).
         if contract.slots_input {
             graph.initializer.retain(|t| t.name != INPUT_SLOTS);
         }
@@ -233,11 +233,7 @@ impl Backend for TractBackend {
             .map_err(|e| Error::inference("tract", format!("input: {e}")))?;
         let mut inputs: TVec<TValue> = tvec!(image.into_tensor().into());
         if self.info.slots_input {
-            let init: Vec<f32> = match (slots_init, &self.slots_default) {
-                (Some(v), _) => v.to_vec(),
-                (None, Some(mean)) => (0..batch).flat_map(|_| mean.iter().copied()).collect(),
-                (None, None) => return Err(Error::inference("tract", "the graph needs `slots_init` and has no default")),
-            };
+            let init = super::initial_slots(slots_init, self.slots_default.as_deref(), batch, &self.info, "tract")?.into_owned();
             let t = tract_ndarray::Array3::from_shape_vec((batch, k, d), init)
                 .map_err(|e| Error::inference("tract", format!("slots_init: {e}")))?;
             inputs.push(t.into_tensor().into());

@@ -4,7 +4,7 @@
  *   cc -std=c11 -Wall -Wextra -Werror abuse.c $(pkg-config --cflags --libs msf_runtime) -o abuse
  *   ./abuse MODEL.onnx NOT_A_MODEL_FILE
  *
- * MODEL.onnx is an exported MSF model without the slots_init input (plain `msf-export`); the second
+ * MODEL.onnx is an exported MSF model without the slots_init input (`msf-export --no-slots-in`); the second
  * argument any existing file that is not ONNX. Prints one line per check; the last line is
  * "abuse: all N checks ok" and the exit status 0 when every check passed, else the number failed.
  * Built and run by tests/native.rs.
@@ -309,7 +309,7 @@ int main(int argc, char **argv) {
     MsfTrackerOptions topts = msf_tracker_options_default();
     topts.temporal = MSF_TEMPORAL_ON;
     expect("tracker_create: temporal on a model without slots_init", msf_tracker_create(dec, &topts, &tr),
-           MSF_STATUS_MODEL, "--slots-in");
+           MSF_STATUS_MODEL, "--no-slots-in");
     topts = msf_tracker_options_default();
     topts.iou_weight = 2.0f;
     expect("tracker_create: iou_weight out of range", msf_tracker_create(dec, &topts, &tr),

@@ -44,9 +44,8 @@ Examples:
   msf-export --ckpt best.pth -o slate.onnx
   msf-run --onnx slate.onnx photo.jpg frames/ -o out/
   msf-run --onnx slate.onnx 'shots/*.png' -o out/ --batch 8 --threads 4 --mask-res model
-  msf-export --ckpt best.pth -o slate-t.onnx --slots-in
-  msf-run --onnx slate-t.onnx video.mp4 -o out/ --temporal --every 2
-  msf-run --onnx slate-t.onnx bear.mp4 car.mp4 -o out/ --temporal --layout davis
+  msf-run --onnx slate.onnx video.mp4 -o out/ --temporal --every 2
+  msf-run --onnx slate.onnx bear.mp4 car.mp4 -o out/ --temporal --layout davis
   msf-run --onnx slate.onnx val2017/ --coco-results segm.json --coco-images instances_val2017.json
   msf-run --onnx slate-t.onnx /dev/video0 --temporal --jsonl -     # JSON lines on stdout, no files
   msf-run --onnx slate.onnx rtsp://192.168.1.20/stream --jsonl -   # a network camera, newest frame each time
@@ -159,8 +158,9 @@ pub(crate) struct Cli {
     /// Overlay image format.
     #[arg(long, value_parser = one_of::<overlay::Format>(&overlay::Format::NAMES), default_value = "jpg")]
     pub(crate) overlay_format: overlay::Format,
-    /// Video: start each frame's slot attention from the previous frame's slots (needs a model
-    /// exported with `msf-export --slots-in`; without it, with a warning, ids are only matched) and
+    /// Video: start each frame's slot attention from the previous frame's slots (needs the model's
+    /// `slots_init` input, which every export has unless `--no-slots-in`; without it, with a
+    /// warning, ids are only matched) and
     /// match slot ids to the previous frame's, so that an id keeps meaning one object. Each input
     /// is a new stream.
     #[arg(long)]

@@ -151,7 +151,7 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
     if cli.temporal && !pipeline.carries_slots() {
         // Ids are still matched between frames, which is most of what --temporal is for.
         eprintln!(
-            "msf-run: warning: {} has no `slots_init` input (export it with `msf-export --slots-in` to carry slots between frames); slot ids are matched between frames only",
+            "msf-run: warning: {} has no `slots_init` input (it was exported with `msf-export --no-slots-in`: re-export it without that flag to carry slots between frames); slot ids are matched between frames only",
             cli.onnx.display()
         );
     }
