@@ -290,6 +290,23 @@ fn show(dims: &[Option<usize>]) -> String {
 const FLOAT: i32 = 1;
 const EXTERNAL: i32 = 1;
 
+/// Where each top-level initializer's inline `raw_data` lies in the file `bytes`, as
+/// `(offset, length)` (`None` for an initializer without inline data), in file order. A runtime
+/// can then read large weights straight from the file instead of holding a decoded copy beside
+/// its own. `None` when the bytes are not a model.
+pub fn inline_data_ranges(bytes: &Bytes) -> Option<Vec<Option<(u64, u64)>>> {
+    let model = Model::decode(bytes.clone()).ok()?;
+    let base = bytes.as_ptr() as usize;
+    let graph = model.graph?;
+    let ranges = graph.initializer.iter().map(|t| {
+        let raw = t.raw_data.as_ref().filter(|r| !r.is_empty())?;
+        // `Bytes` fields decoded from `Bytes` are views of it; the check keeps this true.
+        let offset = (raw.as_ptr() as usize).checked_sub(base)?;
+        (offset + raw.len() <= bytes.len()).then_some((offset as u64, raw.len() as u64))
+    });
+    Some(ranges.collect())
+}
+
 /// A float32 initializer of exactly `n` values: `raw_data`, `float_data`, or external data in a
 /// regular file inside the model's folder (read only after its length is known to be right).
 fn read_f32(t: &Tensor, n: usize, dir: Option<&Path>) -> Result<Vec<f32>, String> {
@@ -417,6 +434,23 @@ mod tests {
 
     fn check(m: &ModelProto, dir: Option<&Path>, foreign: Option<&Preprocess>) -> Result<GraphContract, ContractError> {
         GraphContract::check(Bytes::from(m.encode_to_vec()), dir, foreign)
+    }
+
+    #[test]
+    fn inline_data_ranges_point_at_the_raw_data_in_the_file() {
+        let mut m = model(true);
+        let initializer = &mut m.graph.as_mut().unwrap().initializer;
+        initializer.push(TensorProto { name: Some("empty".into()), dims: vec![0], data_type: Some(1), ..Default::default() });
+        initializer.push(TensorProto { name: Some("floats".into()), dims: vec![2], data_type: Some(1), float_data: vec![1.0, 2.0], ..Default::default() });
+        initializer.push(TensorProto { name: Some("w".into()), dims: vec![3], data_type: Some(2), raw_data: Some(vec![9, 8, 7]), ..Default::default() });
+        let bytes = Bytes::from(m.encode_to_vec());
+        let ranges = inline_data_ranges(&bytes).unwrap();
+        assert_eq!(ranges.len(), 4);
+        assert_eq!(ranges[1..3], [None, None]);
+        let at = |r: Option<(u64, u64)>| r.map(|(o, l)| &bytes[o as usize..(o + l) as usize]).unwrap();
+        assert_eq!(at(ranges[0]), &(0..7 * 256).flat_map(|i| (i as f32).to_le_bytes()).collect::<Vec<u8>>()[..]);
+        assert_eq!(at(ranges[3]), &[9, 8, 7]);
+        assert_eq!(inline_data_ranges(&Bytes::from_static(b"\xff\xff")), None);
     }
 
     fn err(m: &ModelProto) -> String {

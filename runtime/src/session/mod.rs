@@ -89,7 +89,7 @@ pub(crate) fn initial_slots<'a>(given: Option<&'a [f32]>, learned: Option<&[f32]
 }
 
 /// Parse and prepare a checked model with the backend `opts` asks for.
-pub(crate) fn load_file(file: &crate::model::ModelFile, opts: &SessionOptions) -> Result<Box<dyn Backend>> {
+pub(crate) fn load_file(file: crate::model::ModelFile, opts: &SessionOptions) -> Result<Box<dyn Backend>> {
     match opts.backend {
         #[cfg(feature = "tract")]
         BackendKind::Tract => Ok(Box::new(tract::TractBackend::load(file, opts)?)),
@@ -99,7 +99,7 @@ pub(crate) fn load_file(file: &crate::model::ModelFile, opts: &SessionOptions) -
             reason: "this build has no `tract` feature".into(),
         }),
         #[cfg(feature = "ort")]
-        BackendKind::Ort => Ok(Box::new(ort::OrtBackend::load(file, opts)?)),
+        BackendKind::Ort => Ok(Box::new(ort::OrtBackend::load(&file, opts)?)),
         #[cfg(not(feature = "ort"))]
         BackendKind::Ort => Err(crate::error::Error::BackendUnavailable {
             backend: "onnxruntime",
@@ -111,11 +111,11 @@ pub(crate) fn load_file(file: &crate::model::ModelFile, opts: &SessionOptions) -
 /// Read `path` once, check it against the MSF contract, and load it with the backend `opts` asks for.
 pub fn load(path: &std::path::Path, opts: &SessionOptions) -> Result<Box<dyn Backend>> {
     let file = crate::model::ModelFile::read(path, opts.preprocess_override.as_ref(), &opts.limits)?;
-    load_file(&file, opts)
+    load_file(file, opts)
 }
 
 /// [`load`] for an ONNX model held in memory (embedded in an application's binary).
 pub fn load_bytes(bytes: &[u8], opts: &SessionOptions) -> Result<Box<dyn Backend>> {
     let file = crate::model::ModelFile::from_memory(prost::bytes::Bytes::copy_from_slice(bytes), opts.preprocess_override.as_ref(), &opts.limits)?;
-    load_file(&file, opts)
+    load_file(file, opts)
 }

@@ -9,6 +9,7 @@ use crate::model::{ModelFile, ModelInfo};
 use msf_models::interface::{INPUT_SLOTS, OUTPUT_MASKS};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use prost::Message;
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
@@ -19,7 +20,8 @@ pub struct TractBackend {
     /// The model's path (or a placeholder for a model in memory), for messages.
     path: PathBuf,
     info: ModelInfo,
-    model: InferenceModel,
+    /// Where a plan for another batch size gets the graph from.
+    graph: Graph,
     /// Output indices of slots, attn, masks in the graph's output order.
     outputs: [usize; 3],
     plans: Mutex<HashMap<usize, Plan>>,
@@ -28,10 +30,32 @@ pub struct TractBackend {
     /// The masks output is the graph's per-slot mask logits; the argmax over slots runs here.
     native_argmax: bool,
     limits: msf_models::Limits,
-    /// The file's bytes (shared, not copied): the graph check is repeated for each batch size,
-    /// because sizes computed from `Shape` of the input grow with it.
-    bytes: prost::bytes::Bytes,
+    /// The graph's bytes (for a file: without its large initializers): the graph check is
+    /// repeated for each batch size, because sizes computed from `Shape` of the input grow with it.
+    graph_bytes: prost::bytes::Bytes,
 }
+
+/// The graph, kept between plans without a second copy of the weights beside the plans' own.
+enum Graph {
+    /// A model file: the ONNX graph whose large initializers point back into the file as external
+    /// data (tract reads them from there), re-parsed for a new batch size. The file must not
+    /// change meanwhile: `stamp` is its size and modification time at load.
+    File { proto: tract_onnx::pb::ModelProto, dir: PathBuf, stamp: FileStamp },
+    /// A model given as bytes: the parsed model (its constants are shared with the plans until
+    /// tract packs them).
+    Memory(InferenceModel),
+}
+
+/// Size and modification time of a model file.
+type FileStamp = (u64, Option<std::time::SystemTime>);
+
+fn file_stamp(path: &Path) -> std::io::Result<FileStamp> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.len(), m.modified().ok()))
+}
+
+/// Initializers smaller than this stay inline: the graph check reads small constants' values.
+const INLINE_MAX: u64 = 4096;
 
 fn load_err(path: &Path) -> impl Fn(TractError) -> Error + '_ {
     move |e| Error::backend_load(path, e)
@@ -81,51 +105,87 @@ fn check_typed(model: &TypedModel, batch: usize, limits: &msf_models::Limits) ->
 }
 
 impl TractBackend {
-    /// Parse a checked model and optimise it for batch 1.
-    pub(crate) fn load(file: &ModelFile, opts: &SessionOptions) -> Result<Self> {
-        guarded(file.label(), "loading the model", || Self::load_inner(file, opts))
+    /// Parse a checked model and optimise it for batch 1. The file's bytes are dropped as soon
+    /// as they are decoded: peak memory is about twice the weights (tract's parsed and packed
+    /// copies), not four times.
+    pub(crate) fn load(file: ModelFile, opts: &SessionOptions) -> Result<Self> {
+        let label = file.label().to_path_buf();
+        guarded(&label, "loading the model", || Self::load_inner(file, opts))
     }
 
-    fn load_inner(file: &ModelFile, opts: &SessionOptions) -> Result<Self> {
-        let path = file.label();
-        let onnx = tract_onnx::onnx();
-        let mut proto = onnx.proto_model_for_read(&mut &file.bytes[..]).map_err(|e| Error::ModelLoad {
+    fn load_inner(file: ModelFile, opts: &SessionOptions) -> Result<Self> {
+        let path = file.label().to_path_buf();
+        let path = path.as_path();
+        let info = file.info();
+        let contract = &file.contract;
+        let outputs = contract.outputs;
+        let slots_default = contract.slots_default.clone();
+        // Decoded straight from the checked bytes (tract's own reader copies them once more).
+        let mut proto = tract_onnx::pb::ModelProto::decode(&file.bytes[..]).map_err(|e| Error::ModelLoad {
             path: path.to_path_buf(),
             reason: "not a readable ONNX protobuf".into(),
             source: Some(e.into()),
         })?;
-        let contract = &file.contract;
         let graph = proto.graph.as_mut().ok_or_else(|| Error::model_load(path, "not an ONNX model (the file has no graph)"))?;
-        let outputs = contract.outputs;
+        // A file without external data of its own: its large initializers become external data
+        // pointing into the file itself, so the decoded copy of the weights is freed now and tract
+        // reads each tensor from the file as it parses.
+        let in_file = match (file.path(), contract.external_data) {
+            (Some(p), false) => {
+                let stamp = file_stamp(p).map_err(|e| Error::ModelLoad { path: path.to_path_buf(), reason: "cannot read the file".into(), source: Some(e.into()) })?;
+                let ranges = msf_models::contract::inline_data_ranges(&file.bytes).unwrap_or_default();
+                let name = p.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+                match name {
+                    Some(name) if point_into_file(graph, &ranges, &name) => Some((p.parent().unwrap_or(Path::new(".")).to_path_buf(), stamp)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         let native_argmax = detach_mask_argmax(graph, outputs[2]);
         // tract makes initializers that are also inputs into constants: take the `slots_init`
         // default of first-form files out so it stays an input (the contract has read its value).
         if contract.slots_input {
             graph.initializer.retain(|t| t.name != INPUT_SLOTS);
         }
-        let dir = file.dir().and_then(|p| p.to_str());
-        let parsed = onnx.parse(&proto, dir).map_err(load_err(path))?;
-        if !parsed.unresolved_inputs.is_empty() {
-            return Err(Error::model_load(path, format!("unresolved inputs {:?}", parsed.unresolved_inputs)));
-        }
+        let dir = file.dir().map(Path::to_path_buf);
+        let ModelFile { bytes, .. } = file;
+        let (graph, model, graph_bytes) = match in_file {
+            Some((dir, stamp)) => {
+                drop(bytes);
+                let model = parse(&proto, Some(&dir), path)?;
+                if file_stamp(&dir.join(path.file_name().unwrap_or_default())).ok() != Some(stamp) {
+                    return Err(Error::model_load(path, "the file changed while it was being loaded"));
+                }
+                let graph_bytes = proto.encode_to_vec().into();
+                (Graph::File { proto, dir, stamp }, model, graph_bytes)
+            }
+            None => {
+                let model = parse(&proto, dir.as_deref(), path)?;
+                drop(proto);
+                (Graph::Memory(model.clone()), model, bytes)
+            }
+        };
         // Default: one matmul thread per core (tract itself defaults to one thread, which left half
         // of a 2-core machine idle: 8.2 → 11.8 frames/s on the full-size model).
         let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
         let backend = TractBackend {
             path: path.to_path_buf(),
-            info: file.info(),
-            model: parsed.model,
+            info,
+            graph,
             outputs,
             plans: Mutex::new(HashMap::new()),
-            slots_default: contract.slots_default.clone(),
+            slots_default,
             executor,
             native_argmax,
             limits: opts.limits,
-            bytes: file.bytes.clone(),
+            graph_bytes,
         };
-        // Optimise for batch 1 now: loading is where users expect to wait.
-        backend.plan(1)?;
+        // Optimise for batch 1 now: loading is where users expect to wait. The parsed model is
+        // moved in, so its unpacked weights are freed once tract has packed them.
+        let plan = backend.optimise(model, 1)?;
+        backend.plans.lock().expect("plan cache lock").insert(1, plan);
         Ok(backend)
     }
 
@@ -136,16 +196,38 @@ impl TractBackend {
         let path = &self.path;
         let s = self.info.preprocess.graph_input_size();
         let (k, d) = (self.info.num_slots, self.info.slot_dim);
-        if batch > 1 {
-            let mut inputs = vec![(msf_models::interface::INPUT_IMAGE, vec![batch as u64, 3, s as u64, s as u64])];
-            if self.info.slots_input {
-                inputs.push((INPUT_SLOTS, vec![batch as u64, k as u64, d as u64]));
-            }
-            msf_models::limits::check_graph_bytes(self.bytes.clone(), &inputs, &self.limits)
-                .map_err(|reason| Error::model_load(path, format!("at batch {batch}: {reason}")))?;
+        let mut inputs = vec![(msf_models::interface::INPUT_IMAGE, vec![batch as u64, 3, s as u64, s as u64])];
+        if self.info.slots_input {
+            inputs.push((INPUT_SLOTS, vec![batch as u64, k as u64, d as u64]));
         }
-        let plan = guarded(path, "optimising the model", || {
-            let mut m = self.model.clone();
+        msf_models::limits::check_graph_bytes(self.graph_bytes.clone(), &inputs, &self.limits)
+            .map_err(|reason| Error::model_load(path, format!("at batch {batch}: {reason}")))?;
+        let model = match &self.graph {
+            Graph::Memory(model) => model.clone(),
+            Graph::File { proto, dir, stamp } => {
+                let file = dir.join(path.file_name().unwrap_or_default());
+                let changed = || Error::model_load(path, format!("the file changed since it was loaded; load it again to run batch {batch}"));
+                if file_stamp(&file).ok().as_ref() != Some(stamp) {
+                    return Err(changed());
+                }
+                let model = guarded(path, "loading the model", || parse(proto, Some(dir), path))?;
+                if file_stamp(&file).ok().as_ref() != Some(stamp) {
+                    return Err(changed());
+                }
+                model
+            }
+        };
+        let plan = self.optimise(model, batch)?;
+        self.plans.lock().expect("plan cache lock").insert(batch, plan.clone());
+        Ok(plan)
+    }
+
+    /// Type, check and optimise `model` for `batch` frames.
+    fn optimise(&self, mut m: InferenceModel, batch: usize) -> Result<Plan> {
+        let path = &self.path;
+        let s = self.info.preprocess.graph_input_size();
+        let (k, d) = (self.info.num_slots, self.info.slot_dim);
+        guarded(path, "optimising the model", || {
             m.set_input_fact(0, f32::fact([batch, 3, s, s]).into()).map_err(load_err(path))?;
             if self.info.slots_input {
                 m.set_input_fact(1, f32::fact([batch, k, d]).into()).map_err(load_err(path))?;
@@ -153,10 +235,42 @@ impl TractBackend {
             let typed = m.into_typed().map_err(load_err(path))?;
             check_typed(&typed, batch, &self.limits).map_err(|reason| Error::model_load(path, reason))?;
             typed.into_optimized().map_err(load_err(path))?.into_runnable().map_err(load_err(path))
-        })?;
-        self.plans.lock().expect("plan cache lock").insert(batch, plan.clone());
-        Ok(plan)
+        })
     }
+}
+
+/// Parse an ONNX proto with tract; `dir` is where external data is read from.
+fn parse(proto: &tract_onnx::pb::ModelProto, dir: Option<&Path>, path: &Path) -> Result<InferenceModel> {
+    let dir = match dir {
+        Some(d) => Some(d.to_str().ok_or_else(|| Error::model_load(path, "the model's folder is not valid UTF-8"))?),
+        None => None,
+    };
+    let parsed = tract_onnx::onnx().parse(proto, dir).map_err(load_err(path))?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(Error::model_load(path, format!("unresolved inputs {:?}", parsed.unresolved_inputs)));
+    }
+    Ok(parsed.model)
+}
+
+/// Turn the graph's large inline initializers into external data at `ranges` (from
+/// [`msf_models::contract::inline_data_ranges`] of the same bytes, in the same order) of the file
+/// `file_name`, freeing their decoded copies. False, with the graph untouched, when the two
+/// decodings do not line up (then everything stays inline).
+fn point_into_file(graph: &mut tract_onnx::pb::GraphProto, ranges: &[Option<(u64, u64)>], file_name: &str) -> bool {
+    use tract_onnx::pb::{tensor_proto::DataLocation, StringStringEntryProto};
+    let lined_up = ranges.len() == graph.initializer.len()
+        && graph.initializer.iter().zip(ranges).all(|(t, r)| r.map_or(0, |(_, l)| l) == t.raw_data.len() as u64);
+    if !lined_up {
+        return false;
+    }
+    for (t, range) in graph.initializer.iter_mut().zip(ranges) {
+        let Some((offset, length)) = range.filter(|&(_, l)| l >= INLINE_MAX) else { continue };
+        t.raw_data = Vec::new();
+        t.data_location = Some(DataLocation::External as i32);
+        let entry = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v };
+        t.external_data = vec![entry("location", file_name.into()), entry("offset", offset.to_string()), entry("length", length.to_string())];
+    }
+    true
 }
 
 /// tract's ArgMax slices its input once per output pixel: ~9 ms a frame for 7×256×256 mask
