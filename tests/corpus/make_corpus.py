@@ -389,6 +389,17 @@ def jpeg_with_size(jpeg: bytes, w: int, h: int) -> bytes:
     return jpeg[: i + 5] + struct.pack(">HH", h, w) + jpeg[i + 9:]
 
 
+def jpeg_many_scans(progressive: bytes, n: int, w: int, h: int) -> bytes:
+    """A real progressive JPEG claiming w×h, with n empty DC scans before its end: each scan walks the
+    whole image, so a few KB ask the decoder for minutes of work."""
+    i = progressive.index(b"\xff\xc2")
+    ids = [progressive[i + 10 + 3 * k] for k in range(progressive[i + 9])]
+    sos = b"\xff\xda" + struct.pack(">HB", 6 + 2 * len(ids), len(ids)) + b"".join(bytes([c, 0]) for c in ids) + b"\0\0\0"
+    end = progressive.rindex(b"\xff\xd9")
+    scans = progressive[:end] + sos * n + progressive[end:]
+    return scans[: i + 5] + struct.pack(">HH", h, w) + scans[i + 9:]
+
+
 def gif_with_size(w: int, h: int) -> bytes:
     """A GIF whose screen and first image claim w×h, with a few bytes of pixel data."""
     screen = b"GIF89a" + struct.pack("<HHBBB", w, h, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
@@ -418,6 +429,12 @@ def images(fx: str, out: str) -> None:
     small_jpg = io.BytesIO()
     small.save(small_jpg, format="JPEG", quality=80)
     write(out, "img-bomb-60000.jpg", jpeg_with_size(small_jpg.getvalue(), 60000, 60000))
+    # Within the size limit but a few KB of data: decoded (768 MB of pixels), then refused as cut short.
+    write(out, "img-bomb-16000.jpg", jpeg_with_size(small_jpg.getvalue(), 16000, 16000))
+    write(out, "img-trunc-scan.jpg", jpg_bytes[: len(jpg_bytes) // 2])  # cut inside the entropy-coded data
+    progressive = io.BytesIO()
+    small.save(progressive, format="JPEG", quality=80, progressive=True)
+    write(out, "img-many-scans.jpg", jpeg_many_scans(progressive.getvalue(), 5000, 16000, 16000))
     write(out, "img-bomb-wide.png", png_header_only(1_000_000, 1))
     write(out, "img-bomb-60000.gif", gif_with_size(60000, 60000))
     bmp_hdr = b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, 60000, 60000, 1, 24, 0, 0, 0, 0, 0, 0)

@@ -9,10 +9,13 @@
 //!   (= round(v16·255/65535)). OpenCV `IMREAD_UNCHANGED` would hand upstream a 16-bit array that its
 //!   uint8 pipeline cannot take, so there is no upstream behaviour to copy; OpenCV's `IMREAD_COLOR`
 //!   would use `v16 >> 8`, which differs by at most 1 grey level.
-//! - Palette images are expanded through their palette; CMYK JPEGs are converted to RGB by the JPEG
-//!   decoder (zune-jpeg). Float images (TIFF) are clamped to 0..1 and scaled to 0..255.
-//! - JPEG is decoded by zune-jpeg, not libjpeg-turbo; the two may differ by a grey level on some
-//!   pixels (measured on the fixture JPEG in `preprocess` tests).
+//! - Palette images are expanded through their palette. Float images (TIFF) are clamped to 0..1 and
+//!   scaled to 0..255.
+//! - JPEG: with the `turbojpeg` feature, through the system libjpeg-turbo with OpenCV's settings
+//!   (accurate integer IDCT, fancy upsampling; CMYK converted as OpenCV does): the pixels of
+//!   `cv2.imread` exactly (`tests/decode_parity.rs`), and faster. Without it, through the `image`
+//!   crate's pure-Rust zune-jpeg, whose chroma upsampling and IDCT round differently: up to 4 grey
+//!   levels apart on 4:2:0 files (on a quarter of the samples), 1–2 on 4:4:4 and greyscale.
 //! - Multi-frame files (GIF, TIFF) give their first frame.
 //!
 //! Decompression bombs are refused from the header, before the pixel buffer is allocated.
@@ -111,6 +114,14 @@ pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
         .map_err(io_err)?
         .with_guessed_format()
         .map_err(io_err)?;
+    #[cfg(feature = "turbojpeg")]
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        // libjpeg-turbo, as cv2.imread; a header it cannot read (an exotic sampling layout) falls
+        // through to the `image` crate below, which also words the error for a broken file.
+        if let Some(decoded) = turbo::load_jpeg(path, limits) {
+            return decoded;
+        }
+    }
     // Build the decoder with only an allocation cap for the header and its metadata (a PNG's
     // compressed ICC profile can inflate to gigabytes): the width/height check is ours, so that
     // the error can say how big the image claims to be; the pixels get the full cap below.
@@ -150,6 +161,230 @@ pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<RgbImage> {
     let mut rgb = DynamicImage::ImageRgb8(decoded.into_rgb8());
     rgb.apply_orientation(orientation);
     Ok(rgb.into_rgb8())
+}
+
+/// JPEG through the system libjpeg-turbo's TurboJPEG API (feature `turbojpeg`): the decoder and the
+/// settings `cv2.imread` uses (accurate integer IDCT, fancy upsampling), so the pixels are the same.
+#[cfg(feature = "turbojpeg")]
+mod turbo {
+    use std::ffi::{c_int, c_ulong, CStr};
+    use std::path::Path;
+
+    use image::error::{DecodingError, ImageFormatHint};
+    use image::metadata::Orientation;
+    use image::{DynamicImage, ImageError, ImageFormat, RgbImage};
+    use turbojpeg_sys as tj;
+
+    use super::DecodeLimits;
+    use crate::error::{Error, Result};
+
+    /// A TurboJPEG decompressor, destroyed on drop.
+    struct Decompressor(tj::tjhandle);
+
+    impl Drop for Decompressor {
+        fn drop(&mut self) {
+            // SAFETY: a live handle from tjInitDecompress, destroyed once.
+            unsafe { tj::tjDestroy(self.0) };
+        }
+    }
+
+    /// What the header says: size and whether the samples are CMYK (or YCCK, decoded to CMYK).
+    struct Header {
+        width: u32,
+        height: u32,
+        cmyk: bool,
+    }
+
+    impl Decompressor {
+        fn new() -> std::result::Result<Self, String> {
+            // SAFETY: no arguments; a null handle is checked.
+            let h = unsafe { tj::tjInitDecompress() };
+            if h.is_null() {
+                Err("cannot create a libjpeg-turbo decompressor".into())
+            } else {
+                Ok(Decompressor(h))
+            }
+        }
+
+        fn message(&self) -> String {
+            // SAFETY: the handle is live; the library returns a NUL-terminated string it owns.
+            unsafe { CStr::from_ptr(tj::tjGetErrorStr2(self.0)) }.to_string_lossy().into_owned()
+        }
+
+        fn header(&mut self, jpeg: &[u8]) -> std::result::Result<Header, String> {
+            let len = c_ulong::try_from(jpeg.len()).map_err(|_| "file too large".to_string())?;
+            let (mut w, mut h, mut subsamp, mut space): (c_int, c_int, c_int, c_int) = (0, 0, 0, 0);
+            // SAFETY: `jpeg` is valid for `len` bytes; the out-pointers are live locals.
+            let r = unsafe { tj::tjDecompressHeader3(self.0, jpeg.as_ptr(), len, &mut w, &mut h, &mut subsamp, &mut space) };
+            if r != 0 {
+                return Err(self.message());
+            }
+            let space = u32::try_from(space).unwrap_or(u32::MAX);
+            Ok(Header {
+                width: u32::try_from(w).unwrap_or(0),
+                height: u32::try_from(h).unwrap_or(0),
+                cmyk: space == tj::TJCS_TJCS_CMYK || space == tj::TJCS_TJCS_YCCK,
+            })
+        }
+
+        /// Decode into `out` (exactly width × height × channels of `format`). `Ok(Some(warning))`
+        /// when libjpeg-turbo decoded the whole image but warned (corrupt or missing data).
+        fn decode(&mut self, jpeg: &[u8], hd: &Header, format: tj::TJPF, out: &mut [u8]) -> std::result::Result<Option<String>, String> {
+            let len = c_ulong::try_from(jpeg.len()).map_err(|_| "file too large".to_string())?;
+            let (w, h) = (c_int::try_from(hd.width), c_int::try_from(hd.height));
+            let (Ok(w), Ok(h)) = (w, h) else { return Err("image too large for libjpeg-turbo".into()) };
+            let channels = if format == tj::TJPF_TJPF_CMYK { 4 } else { 3 };
+            assert_eq!(out.len(), hd.width as usize * hd.height as usize * channels, "output buffer size");
+            // Default flags (accurate IDCT, fancy upsampling, as cv2.imread and Pillow) plus a cap on
+            // progressive scans, against files made of thousands of tiny scans.
+            let flags = tj::TJFLAG_LIMITSCANS as c_int;
+            // SAFETY: `jpeg` is valid for `len` bytes; `out` holds `h` rows of `w` pixels of `format`
+            // (pitch 0 = tightly packed), checked above.
+            let r = unsafe { tj::tjDecompress2(self.0, jpeg.as_ptr(), len, out.as_mut_ptr(), w, 0, h, format as c_int, flags) };
+            if r == 0 {
+                Ok(None)
+            } else if unsafe { tj::tjGetErrorCode(self.0) } == tj::TJERR_TJERR_WARNING as c_int {
+                Ok(Some(self.message()))
+            } else {
+                Err(self.message())
+            }
+        }
+    }
+
+    /// `None` when libjpeg-turbo cannot read the header (the caller falls back to the `image`
+    /// crate); otherwise the decoded image or the typed error, as [`super::load_image`].
+    pub(super) fn load_jpeg(path: &Path, limits: &DecodeLimits) -> Option<Result<RgbImage>> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(source) => return Some(Err(Error::Io { path: path.to_path_buf(), source })),
+        };
+        let mut dec = match Decompressor::new() {
+            Ok(d) => d,
+            Err(why) => return Some(Err(decode_error(path, why))),
+        };
+        // A zero size is what TurboJPEG reports for a file cut inside its header: the `image` crate
+        // words that error.
+        let header = dec.header(&bytes).ok().filter(|h| h.width > 0 && h.height > 0)?;
+        Some(decode(path, &bytes, &mut dec, &header, limits))
+    }
+
+    fn decode_error(path: &Path, why: String) -> Error {
+        Error::Decode {
+            path: path.to_path_buf(),
+            source: ImageError::Decoding(DecodingError::new(ImageFormatHint::Exact(ImageFormat::Jpeg), why)),
+        }
+    }
+
+    fn decode(path: &Path, bytes: &[u8], dec: &mut Decompressor, hd: &Header, limits: &DecodeLimits) -> Result<RgbImage> {
+        let (width, height) = (hd.width, hd.height);
+        let (format, channels) = if hd.cmyk { (tj::TJPF_TJPF_CMYK, 4u64) } else { (tj::TJPF_TJPF_RGB, 3) };
+        let bytes_out = u64::from(width) * u64::from(height) * channels;
+        // Checked from the header, before the pixel buffer is allocated.
+        if let Err(limit) = limits.check(width, height, bytes_out) {
+            return Err(Error::ImageTooLarge { path: path.to_path_buf(), width, height, limit });
+        }
+        // Every scan of a progressive file walks the whole image: thousands of empty scans in a few
+        // KB would keep libjpeg-turbo busy for minutes on a large image (its own cap, 500 scans, still
+        // allows ~10 s at 16000×16000).
+        let scans = count_scans(bytes);
+        if scans > 1 && scans.saturating_mul(u64::from(width) * u64::from(height)) > MAX_SCAN_PIXELS {
+            return Err(decode_error(
+                path,
+                format!("{scans} scans over {width}x{height} pixels: more decoding work than a JPEG may ask for"),
+            ));
+        }
+        let mut out = vec![0u8; bytes_out as usize];
+        match dec.decode(bytes, hd, format, &mut out) {
+            Ok(None) => {}
+            // A file cut short (libjpeg-turbo would fill the rest with grey) is refused, like a
+            // truncated PNG; other warnings (stray bytes between markers…) pass, as in cv2.imread.
+            Ok(Some(w)) if w.to_ascii_lowercase().contains("premature end") => {
+                return Err(decode_error(path, format!("truncated JPEG data ({w})")));
+            }
+            Ok(Some(_)) => {}
+            Err(why) => return Err(decode_error(path, why)),
+        }
+        if hd.cmyk {
+            out = cmyk_to_rgb(&out);
+        }
+        let rgb = RgbImage::from_raw(width, height, out).expect("buffer sized from the header");
+        match exif_orientation(bytes) {
+            None | Some(Orientation::NoTransforms) => Ok(rgb),
+            Some(o) => {
+                let mut img = DynamicImage::ImageRgb8(rgb);
+                img.apply_orientation(o);
+                Ok(img.into_rgb8())
+            }
+        }
+    }
+
+    /// Pixels × scans a JPEG may make the decoder walk: 64 full scans of the largest image the default
+    /// [`DecodeLimits`] allow (real progressive files have about 10 scans; ~1 s at 16384×16384).
+    const MAX_SCAN_PIXELS: u64 = 64 * 16384 * 16384;
+
+    /// Start-of-scan markers in `jpeg`: the segments before the first scan are skipped by their
+    /// lengths (their payload may hold any bytes); after it, FF DA can only be a marker, since
+    /// entropy-coded data stuffs every FF with 00. An over-count only errs towards refusing.
+    pub(super) fn count_scans(jpeg: &[u8]) -> u64 {
+        let mut i = 2;
+        while i + 4 <= jpeg.len() && jpeg[i] == 0xff {
+            match jpeg[i + 1] {
+                0xff => i += 1,
+                0x01 | 0xd0..=0xd8 => i += 2,
+                0xda => break,
+                0xd9 => return 0,
+                _ => i += 2 + usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]])),
+            }
+        }
+        jpeg.get(i..).unwrap_or_default().windows(2).filter(|w| *w == [0xff, 0xda]).count() as u64
+    }
+
+    /// OpenCV's CMYK → RGB for JPEG (`icvCvt_CMYK2BGR_8u_C4C3R`): samples as Adobe stores them
+    /// (inverted), `x' = k − ((255 − x)·k >> 8)`.
+    fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+        let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
+        for px in cmyk.chunks_exact(4) {
+            let k = u32::from(px[3]);
+            for &x in &px[..3] {
+                rgb.push((k - (((255 - u32::from(x)) * k) >> 8)) as u8);
+            }
+        }
+        rgb
+    }
+
+    /// The orientation in the first APP1 `Exif` segment before the image data, if there is one
+    /// that reads. Malformed segments count as upright, as in the `image` crate path.
+    pub(super) fn exif_orientation(jpeg: &[u8]) -> Option<Orientation> {
+        if !jpeg.starts_with(&[0xff, 0xd8]) {
+            return None;
+        }
+        let mut i = 2;
+        while i + 4 <= jpeg.len() {
+            if jpeg[i] != 0xff {
+                return None;
+            }
+            let marker = jpeg[i + 1];
+            match marker {
+                0xff => i += 1,                                  // fill byte
+                0x01 | 0xd0..=0xd8 => i += 2,                    // no length
+                0xd9 | 0xda => return None,                      // EOI, start of scan: no more metadata
+                _ => {
+                    let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+                    let segment = jpeg.get(i + 4..(i + 2 + len).max(i + 4))?;
+                    if marker == 0xe1 {
+                        if let Some(exif) = segment.strip_prefix(b"Exif\0\0") {
+                            return Orientation::from_exif_chunk(exif);
+                        }
+                    }
+                    if len < 2 {
+                        return None;
+                    }
+                    i += 2 + len;
+                }
+            }
+        }
+        None
+    }
 }
 
 /// What a decoder may allocate for an image's header and metadata (ICC profile, EXIF, text).
@@ -415,6 +650,92 @@ mod tests {
         // Orientation 1 leaves it alone.
         let p = write(&d, "rot1.jpg", &jpeg_with_orientation(&stored, 1));
         assert_eq!(load(&p).unwrap().dimensions(), (32, 16));
+    }
+
+    fn photo_jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x * 7 + y) as u8, (y * 5) as u8, (x * y % 251) as u8]));
+        let mut jpg = Vec::new();
+        JpegEncoder::new_with_quality(&mut jpg, 90).write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8).unwrap();
+        jpg
+    }
+
+    #[test]
+    fn truncated_and_corrupt_jpegs_are_decode_errors_naming_the_file() {
+        let d = scratch("jpeg-broken");
+        let jpg = photo_jpeg(64, 48);
+        let mut cases = vec![
+            ("header-only.jpg", jpg[..jpg.len().min(200)].to_vec()),
+            ("soi-only.jpg", b"\xff\xd8".to_vec()),
+            ("garbage-after-soi.jpg", [&b"\xff\xd8\xff"[..], &[0x5a; 300][..]].concat()),
+        ];
+        // Cut inside the image data: libjpeg-turbo says so; zune-jpeg decodes what is there.
+        if cfg!(feature = "turbojpeg") {
+            cases.push(("cut.jpg", jpg[..jpg.len() * 6 / 10].to_vec()));
+        }
+        for (name, bytes) in cases {
+            let p = write(&d, name, &bytes);
+            let e = load(&p).unwrap_err();
+            assert!(matches!(e, Error::Decode { .. }), "{name}: {e:?}");
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        // The intact file decodes.
+        assert_eq!(load(&write(&d, "whole.jpg", &jpg)).unwrap().dimensions(), (64, 48));
+    }
+
+    #[test]
+    fn huge_jpeg_header_is_refused_before_allocating() {
+        let d = scratch("jpeg-bomb");
+        let mut jpg = photo_jpeg(16, 16);
+        // SOF0: FF C0, length (2), precision (1), height (2), width (2).
+        let sof = jpg.windows(2).position(|w| w == [0xff, 0xc0]).expect("baseline JPEG");
+        jpg[sof + 5..sof + 7].copy_from_slice(&60000u16.to_be_bytes());
+        jpg[sof + 7..sof + 9].copy_from_slice(&60000u16.to_be_bytes());
+        let p = write(&d, "bomb.jpg", &jpg);
+        match load(&p) {
+            Err(Error::ImageTooLarge { width: 60000, height: 60000, .. }) => {}
+            other => panic!("expected ImageTooLarge, got {other:?}"),
+        }
+    }
+
+    #[cfg(feature = "turbojpeg")]
+    #[test]
+    fn jpeg_with_thousands_of_scans_is_refused_before_decoding() {
+        let d = scratch("jpeg-scans");
+        let jpg = photo_jpeg(16, 16);
+        let sos = jpg.windows(2).position(|w| w == [0xff, 0xda]).expect("a scan");
+        let header_len = usize::from(u16::from_be_bytes([jpg[sos + 2], jpg[sos + 3]]));
+        let empty_scan = &jpg[sos..sos + 2 + header_len];
+        // 16000×16000 and 100 more (empty) scans: 101 walks over 256 M pixels.
+        let mut bomb = jpg[..jpg.len() - 2].to_vec();
+        for _ in 0..100 {
+            bomb.extend_from_slice(empty_scan);
+        }
+        bomb.extend_from_slice(b"\xff\xd9");
+        let sof = bomb.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+        bomb[sof + 5..sof + 9].copy_from_slice(&[0x3e, 0x80, 0x3e, 0x80]);
+        assert_eq!(super::turbo::count_scans(&jpg), 1);
+        assert_eq!(super::turbo::count_scans(&bomb), 101);
+        let t = std::time::Instant::now();
+        let e = load(&write(&d, "scans.jpg", &bomb)).unwrap_err();
+        assert!(matches!(e, Error::Decode { .. }), "{e:?}");
+        assert!(e.to_string().contains("101 scans"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn malformed_exif_counts_as_upright() {
+        let d = scratch("jpeg-exif-bad");
+        let img = RgbImage::from_fn(8, 4, |x, _| Rgb([x as u8 * 30, 0, 0]));
+        let mut jpg = jpeg_with_orientation(&img, 6);
+        // Break the TIFF header's byte-order mark inside the APP1 segment.
+        let at = jpg.windows(4).position(|w| w == b"II\x2a\x00").unwrap();
+        jpg[at] = b'X';
+        assert_eq!(load(&write(&d, "bad-exif.jpg", &jpg)).unwrap().dimensions(), (8, 4));
+        // An APP1 length running past the end of the file: no orientation, and a decode error or
+        // an upright image, never a panic.
+        let mut cut = jpeg_with_orientation(&img, 6);
+        cut.truncate(30);
+        let _ = load(&write(&d, "cut-exif.jpg", &cut));
     }
 
     #[test]

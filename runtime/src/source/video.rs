@@ -4,9 +4,13 @@
 //! `rtsp://`/`http://` URLs), picks the best video stream and decodes it **one frame at a time**:
 //! only the frame being returned (and the decoder's few reference frames) are ever in memory.
 //!
-//! - Frames are converted to packed RGB8 with swscale, honouring the stream's colour matrix and
-//!   range the way `ffmpeg -vf scale` does (BT.601 when untagged), at any size (odd sizes too) and
-//!   from any pixel format FFmpeg decodes to.
+//! - Frames are converted to packed RGB8 with swscale set up as `cv2.VideoCapture` sets it up (plain
+//!   `SWS_BICUBIC` to BGR24, then reordered; the stream's colour matrix and range, BT.601 when
+//!   untagged), at any size (odd sizes too) and from any pixel format FFmpeg decodes to. For 8-bit
+//!   YUV the pixels are those of OpenCV 4.13 (`tests/decode_parity.rs`), ~9× cheaper than swscale's
+//!   `ACCURATE_RND | FULL_CHR_H_INT` conversion; high-bit-depth video goes through
+//!   swscale's generic scaler, whose chroma filter differs between FFmpeg releases (mean 1.6 levels
+//!   from OpenCV's bundled FFmpeg 8 on 10-bit 4:2:2).
 //! - A rotation in the stream's display matrix (phones) is applied, as FFmpeg's CLI does by default.
 //! - [`Frame::index`] counts decoded frames from 0 in presentation order, including those dropped by
 //!   `start`/`every`; [`Frame::pts_seconds`] is the frame's best-effort presentation timestamp ×
@@ -50,8 +54,9 @@ use crate::ffmpeg::{capture, describe_error, init_ffmpeg};
 // RGB conversion
 // ---------------------------------------------------------------------------------------------
 
-/// swscale context. `SwsContext` has no thread affinity: it is used from one thread at a time
-/// (behind `&mut`) and may move between threads.
+/// swscale context, set up as `cv2.VideoCapture` sets up its own (see the module doc). `SwsContext`
+/// has no thread affinity: it is used from one thread at a time (behind `&mut`) and may move between
+/// threads.
 struct Scaler {
     ctx: scaling::Context,
     /// (format, width, height, colour space, full range) of the frames it was built for.
@@ -85,8 +90,9 @@ impl Scaler {
         let (format, w, h) = (frame.format(), frame.width(), frame.height());
         let space = frame.color_space();
         let full = is_full_range(format, frame.color_range());
-        let flags = scaling::Flags::BICUBIC | scaling::Flags::ACCURATE_RND | scaling::Flags::FULL_CHR_H_INT;
-        let mut ctx = scaling::Context::get(format, w, h, Pixel::RGB24, w, h, flags)?;
+        // OpenCV's flags and destination: plain SWS_BICUBIC (no ACCURATE_RND, no FULL_CHR_H_INT,
+        // so 8-bit 4:2:0/4:2:2/4:4:4 take swscale's unscaled YUV→RGB path), BGR24.
+        let mut ctx = scaling::Context::get(format, w, h, Pixel::BGR24, w, h, scaling::Flags::BICUBIC)?;
         if is_yuv(format) {
             // SAFETY: valid context; the coefficient tables are static.
             unsafe {
@@ -584,9 +590,15 @@ impl VideoSource {
         let row = w as usize * 3;
         let stride = self.rgb.stride(0);
         let plane = self.rgb.data(0);
-        let mut data = Vec::with_capacity(row * h as usize);
-        for y in 0..h as usize {
-            data.extend_from_slice(&plane[y * stride..y * stride + row]);
+        // BGR (what swscale wrote, as for OpenCV) to RGB, row by row out of the padded plane.
+        let mut data = vec![0u8; row * h as usize];
+        for (y, out) in data.chunks_exact_mut(row).enumerate() {
+            let bgr = &plane[y * stride..y * stride + row];
+            for (o, i) in out.chunks_exact_mut(3).zip(bgr.chunks_exact(3)) {
+                o[0] = i[2];
+                o[1] = i[1];
+                o[2] = i[0];
+            }
         }
         let (data, (fw, fh)) = if self.rotation == Rotation::None {
             (data, (w, h))
