@@ -294,6 +294,8 @@ def hostile_models(exported: str, out: str) -> None:
         m = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
         m.ir_version = 8
         p = dict(props)
+        # These graphs take only `image`; exports carry `slots_init` by default.
+        p["msf.slots_input"] = "false"
         if props_edit:
             props_edit(p)
         for kk, v in p.items():
