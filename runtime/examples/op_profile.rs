@@ -23,14 +23,24 @@ fn main() -> TractResult<()> {
     let mut model = tract_onnx::onnx().model_for_path(&path)?;
     let size = model.input_fact(0)?.shape.dim(2).and_then(|d| tract_onnx::tract_hir::infer::Factoid::concretize(&d)).and_then(|d| d.to_i64().ok()).unwrap_or(256) as usize;
     model.set_input_fact(0, f32::fact([1, 3, size, size]).into())?;
+    let mut inputs = tvec!(Tensor::zero::<f32>(&[1, 3, size, size])?.into());
+    // Exports carry `slots_init` (N, K, D) as a second input: feed one set of zero slots.
+    if model.input_outlets()?.len() > 1 {
+        let dim = |model: &InferenceModel, axis| -> TractResult<usize> {
+            let d = model.input_fact(1)?.shape.dim(axis).and_then(|d| tract_onnx::tract_hir::infer::Factoid::concretize(&d));
+            Ok(d.and_then(|d| d.to_i64().ok()).ok_or_else(|| TractError::msg("slots_init needs a fixed K and D"))? as usize)
+        };
+        let (k, d) = (dim(&model, 1)?, dim(&model, 2)?);
+        model.set_input_fact(1, f32::fact([1, k, d]).into())?;
+        inputs.push(Tensor::zero::<f32>(&[1, k, d])?.into());
+    }
     let plan = model.into_optimized()?.into_runnable()?;
     let mut state = SimpleState::new(&plan)?;
-    let image = Tensor::zero::<f32>(&[1, 3, size, size])?;
 
     let (mut per_kind, mut per_node) = (HashMap::<String, (f64, usize)>::new(), HashMap::<String, f64>::new());
     let start = Instant::now();
     for run in 0..runs {
-        state.run_plan_with_eval(tvec!(image.clone().into()), |ctx, op_state, node, inputs| {
+        state.run_plan_with_eval(inputs.clone(), |ctx, op_state, node, inputs| {
             let t = Instant::now();
             let out = eval(ctx, op_state, node, inputs);
             // The first run warms caches and lazily packed weights: not counted.
