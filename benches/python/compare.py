@@ -4,7 +4,13 @@ per frame (decode a JPEG, preprocess, infer, write the mask PNG). Run through ``
 
 Each contender runs in its own process (peak RSS is that process's), over the same folder of frames, after
 the model is loaded; ms/frame comes from the time between consecutive frames' outputs, load time from the
-process start to the first mask written. Ratios are frames/s relative to onnxruntime-python fp32.
+process start to the first mask written, load RSS is the process's peak once the model is loaded. Ratios
+are frames/s relative to onnxruntime-python fp32.
+
+Latency mode (the second table): what a control loop sees, one frame at a time at batch 1, every thread
+inside the frame. Each contender runs with 1 and with 2 threads (msf-run ``--jobs 1 --threads T``, no frame
+decoded ahead; onnxruntime-python ``intra_op_num_threads = T``); a frame's latency is from the start of its
+JPEG decode to its mask PNG written; median and p99 over ``--latency-frames`` frames.
 Writes ``results.json`` and ``results.png`` into the work folder.
 """
 
@@ -48,6 +54,13 @@ STD = np.array([58.395, 57.12, 57.375], np.float32)
 # ------------------------------------------------------------------------------------------------------
 # The Python contenders (run as `compare.py --worker KIND ...` in a child process)
 # ------------------------------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (VmHWM), MB."""
+    with open("/proc/self/status") as fh:
+        kib = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    return kib * 1024 / 1e6
 
 
 def preprocess(path: str) -> np.ndarray:
@@ -100,12 +113,15 @@ def worker(kind: str, model: str, frames: list[str], out: str, threads: int) -> 
                 return net(torch.from_numpy(x))[2][0].numpy()
     else:
         raise SystemExit(f"unknown worker {kind}")
-    done = []
+    load_rss = peak_rss_mb()
+    done, latency = [], []
     for f in frames:
+        start = time.perf_counter()
         m = infer(preprocess(f))
         write_mask(m, os.path.join(out, os.path.splitext(os.path.basename(f))[0] + ".png"))
         done.append(time.perf_counter() - t0)
-    json.dump({"done_seconds": done}, sys.stdout)
+        latency.append((time.perf_counter() - start) * 1e3)
+    json.dump({"done_seconds": done, "latency_ms": latency, "load_rss_mb": load_rss}, sys.stdout)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -223,6 +239,9 @@ def main() -> int:
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--threads", type=int, default=0, help="threads per contender (0: each one's default)")
+    ap.add_argument("--latency-frames", type=int, default=40, metavar="N",
+                    help="frames per latency run (0: no latency table)")
+    ap.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help="an upstream checkpoint (default: a full-size random SLATE-MSF, ViT-S/14, 7 slots)")
     ap.add_argument("--no-torch", action="store_true", help="skip the contenders that need PyTorch")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=ARGS",
@@ -231,7 +250,7 @@ def main() -> int:
 
     if a.worker:
         frames = sorted(os.path.join(a.work, "frames", f) for f in os.listdir(os.path.join(a.work, "frames")))
-        worker(a.worker, a.model, frames, a.out, a.threads)
+        worker(a.worker, a.model, frames[:a.limit or None], a.out, a.threads)
         return 0
 
     os.makedirs(a.work, exist_ok=True)
@@ -250,33 +269,54 @@ def main() -> int:
     runs: dict[str, dict] = {}
     mask_dirs: dict[str, str] = {}
 
-    def msf_run(label: str, model: str, extra: list[str]) -> None:
+    latency: dict[str, dict] = {}
+
+    def msf_run(label: str, model: str, extra: list[str], threads: int = 0, frames: int = 0) -> None:
+        """A throughput run (every frame, msf-run's default jobs), or with `frames` a latency run."""
         out = os.path.join(a.work, "out-" + label.replace(" ", "_"))
         subprocess.run(["rm", "-rf", out])
         cmd = [os.path.join(a.bin_dir, "msf-run"), "--onnx", model, os.path.join(a.work, "frames"), "-o", out,
                "--no-overlay", "--no-slots", "--fit", "crop", "--mask-res", "model", "--quiet", "--json", *extra]
-        if a.threads:
-            cmd += ["--threads", str(a.threads)]
+        if threads or a.threads:
+            cmd += ["--threads", str(threads or a.threads)]
+        if frames:
+            # One frame at a time, read in the loop: msf-run times it from the start of its decode.
+            cmd += ["--jobs", "1", "--max-frames", str(frames)]
         wall, rss, stdout, _ = run_child(cmd)
-        log = json.load(open(os.path.join(out, "decomposition.json")))
         summary = json.loads(stdout.strip().splitlines()[-1])
+        if frames:
+            lat = summary["latency_ms"]
+            latency[label] = {"frames": summary["frames"], "median_ms": lat["median"], "p99_ms": lat["p99"],
+                              "load_rss_mb": summary["peak_rss_mb"]["load"], "peak_rss_mb": rss}
+            print(f"compare: {label}: latency median {lat['median']:.0f} ms", file=sys.stderr)
+            return
+        log = json.load(open(os.path.join(out, "decomposition.json")))
         done = [f["done_seconds"] for f in log["frames"]]
         load = summary["total_seconds"] - summary["seconds"]
         r = stats([d + load for d in done], wall, len(done))
         r["peak_rss_mb"] = rss
+        r["load_rss_mb"] = summary["peak_rss_mb"]["load"]
         runs[label] = r
         mask_dirs[label] = os.path.join(out, "masks")
         print(f"compare: {label}: {r['fps']:.2f} fps", file=sys.stderr)
 
-    def py_worker(label: str, kind: str, model: str) -> None:
+    def py_worker(label: str, kind: str, model: str, threads: int = 0, frames: int = 0) -> None:
         out = os.path.join(a.work, "out-" + label.replace(" ", "_"))
         subprocess.run(["rm", "-rf", out])
         os.makedirs(out)
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--model", model, "--out", out,
-               "--work", a.work, "--threads", str(a.threads)]
+               "--work", a.work, "--threads", str(threads or a.threads), "--limit", str(frames)]
         wall, rss, stdout, _ = run_child(cmd)
-        r = stats(json.loads(stdout)["done_seconds"], wall, a.frames)
+        w = json.loads(stdout)
+        if frames:
+            lat = np.asarray(w["latency_ms"])
+            latency[label] = {"frames": len(lat), "median_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)),
+                              "load_rss_mb": w["load_rss_mb"], "peak_rss_mb": rss}
+            print(f"compare: {label}: latency median {np.median(lat):.0f} ms", file=sys.stderr)
+            return
+        r = stats(w["done_seconds"], wall, a.frames)
         r["peak_rss_mb"] = rss
+        r["load_rss_mb"] = w["load_rss_mb"]
         runs[label] = r
         mask_dirs[label] = out
         print(f"compare: {label}: {r['fps']:.2f} fps", file=sys.stderr)
@@ -294,17 +334,30 @@ def main() -> int:
         baseline_model = os.path.join(a.work, "torch.onnx")
         torch_onnx_export(ckpt, baseline_model)
 
-    py_worker("onnxruntime-python fp32", "ort-python", baseline_model)
-    msf_run("msf-run tract", msf_onnx, [])
-    msf_run("msf-run ort", msf_onnx, ["--backend", "ort"])
+    extra_models = []
     for spec in a.extra:
         label, _, args = spec.partition("=")
         model = os.path.join(a.work, f"msf-{label}.onnx")
         subprocess.run([os.path.join(a.bin_dir, "msf-export"), "--ckpt", ckpt, "-o", model, "--quiet", *args.split()], check=True)
+        extra_models.append((label, model))
+
+    py_worker("onnxruntime-python fp32", "ort-python", baseline_model)
+    msf_run("msf-run tract", msf_onnx, [])
+    msf_run("msf-run ort", msf_onnx, ["--backend", "ort"])
+    for label, model in extra_models:
         msf_run(f"msf-run ort {label}", model, ["--backend", "ort"])
         msf_run(f"msf-run tract {label}", model, [])
     if have_torch:
         py_worker("pytorch eager", "torch-eager", ckpt)
+
+    n_lat = min(a.latency_frames, a.frames)
+    for t in (1, 2) if n_lat else ():
+        py_worker(f"onnxruntime-python fp32, {t} thr", "ort-python", baseline_model, threads=t, frames=n_lat)
+        msf_run(f"msf-run tract, {t} thr", msf_onnx, [], threads=t, frames=n_lat)
+        msf_run(f"msf-run ort, {t} thr", msf_onnx, ["--backend", "ort"], threads=t, frames=n_lat)
+        for label, model in extra_models:
+            msf_run(f"msf-run ort {label}, {t} thr", model, ["--backend", "ort"], threads=t, frames=n_lat)
+            msf_run(f"msf-run tract {label}, {t} thr", model, [], threads=t, frames=n_lat)
 
     base = runs["onnxruntime-python fp32"]
     for label, r in runs.items():
@@ -315,6 +368,9 @@ def main() -> int:
         for backend in ("ort", "tract"):
             runs[f"msf-run {backend} {extra}"]["mask_agreement_vs_fp32"] = mask_agreement(
                 mask_dirs[f"msf-run {backend} {extra}"], mask_dirs[f"msf-run {backend}"], names)
+    for label, r in latency.items():
+        base_label = "onnxruntime-python fp32, " + label.rpartition(", ")[2]
+        r["median_ratio_vs_ort_python"] = latency[base_label]["median_ms"] / r["median_ms"]
     results = {
         "model": f"{os.path.basename(ckpt)} ({model_mb:.0f} MB ONNX)",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -322,14 +378,21 @@ def main() -> int:
         "threads": a.threads or "default",
         "baseline_onnx": "torch.onnx.export of benches/python/torch_msf.py" if have_torch else "msf-export output",
         "runs": runs,
+        "latency": latency,
     }
     with open(os.path.join(a.work, "results.json"), "w") as fh:
         json.dump(results, fh, indent=2)
     plot(results, os.path.join(a.work, "results.png"))
-    print(f"\n{'contender':<28}{'fps':>8}{'ratio':>8}{'median ms':>11}{'p90 ms':>9}{'load s':>8}{'RSS MB':>8}{'masks =':>9}")
+    print(f"\n{'contender':<28}{'fps':>8}{'ratio':>8}{'median ms':>11}{'p90 ms':>9}{'load s':>8}{'load MB':>9}{'RSS MB':>8}{'masks =':>9}")
     for label, r in runs.items():
         print(f"{label:<28}{r['fps']:>8.2f}{r['ratio_vs_ort_python']:>7.2f}×{r['ms_median']:>11.1f}{r['ms_p90']:>9.1f}"
-              f"{r['load_to_first_mask_s']:>8.2f}{r['peak_rss_mb']:>8.0f}{100 * r['mask_agreement_vs_ort_python']:>8.2f}%")
+              f"{r['load_to_first_mask_s']:>8.2f}{r['load_rss_mb']:>9.0f}{r['peak_rss_mb']:>8.0f}"
+              f"{100 * r['mask_agreement_vs_ort_python']:>8.2f}%")
+    if latency:
+        print(f"\nlatency, batch 1, one frame at a time (JPEG decode start → mask written), {n_lat} frames")
+        print(f"{'contender':<34}{'median ms':>10}{'p99 ms':>9}{'vs ort-py':>10}{'load MB':>9}{'RSS MB':>8}")
+        for label, r in latency.items():
+            print(f"{label:<34}{r['median_ms']:>10.1f}{r['p99_ms']:>9.1f}{r['median_ratio_vs_ort_python']:>9.2f}×{r['load_rss_mb']:>9.0f}{r['peak_rss_mb']:>8.0f}")
     for label, r in runs.items():
         if "mask_agreement_vs_fp32" in r:
             print(f"{label}: masks {100 * r['mask_agreement_vs_fp32']:.2f} % equal to the same backend in fp32")

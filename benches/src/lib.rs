@@ -69,27 +69,7 @@ pub fn fullsize_dir() -> Result<FullSizeDir, String> {
     Ok(FullSizeDir { dir: temp.path().to_path_buf(), _temp: Some(temp) })
 }
 
-/// A `kB` field of `/proc/self/status` (`VmHWM`, `VmRSS`, …) in KiB; `None` off Linux.
-pub fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
-    line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
-}
-
-/// Peak resident memory of this process so far (`VmHWM`), in KiB.
-pub fn peak_rss_kib() -> Option<u64> {
-    proc_status_kib("VmHWM")
-}
-
-/// Current resident memory (`VmRSS`), in KiB.
-pub fn rss_kib() -> Option<u64> {
-    proc_status_kib("VmRSS")
-}
-
-/// Reset the peak (`VmHWM`) to the current RSS (Linux ≥ 4.0: `5` to `/proc/self/clear_refs`).
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
+pub use msf_runtime::memory::{peak_rss_kib, proc_status_kib, reset_peak_rss, rss_kib};
 
 /// `12.3 MiB` from KiB.
 pub fn mib(kib: u64) -> String {

@@ -23,6 +23,7 @@ pub mod eval;
 pub mod fit;
 #[cfg(feature = "video")]
 mod ffmpeg;
+pub mod memory;
 pub mod model;
 mod names;
 pub mod pipeline;

@@ -161,14 +161,18 @@ impl Latency {
         self.quantile_ms(0.9)
     }
 
-    /// `{"median", "p90", "max", "mean"}` in ms (rounded to µs), or `null` when no frame was delivered.
+    pub fn p99_ms(&self) -> Option<f64> {
+        self.quantile_ms(0.99)
+    }
+
+    /// `{"median", "p90", "p99", "max", "mean"}` in ms (rounded to µs), or `null` when no frame was delivered.
     pub fn to_json(&self) -> serde_json::Value {
         let r = |v: Option<f64>| v.map(|v| (v * 1e3).round() / 1e3);
         if self.count == 0 {
             return serde_json::Value::Null;
         }
         serde_json::json!({
-            "median": r(self.median_ms()), "p90": r(self.p90_ms()), "max": r(self.max_ms()), "mean": r(self.mean_ms()),
+            "median": r(self.median_ms()), "p90": r(self.p90_ms()), "p99": r(self.p99_ms()), "max": r(self.max_ms()), "mean": r(self.mean_ms()),
         })
     }
 }
@@ -228,7 +232,9 @@ pub struct RunReport {
     pub finished_files: Vec<PathBuf>,
     /// Frames of a live source decoded but left out for a newer one ([`LivePolicy::Newest`]).
     pub frames_dropped: u64,
-    /// From decoded to delivered, per delivered frame.
+    /// Per delivered frame, until delivered: from the start of its decode when frames are read
+    /// one at a time in the frame loop (one job, a file source: decode → mask), else from when
+    /// it was decoded (decoded ahead, or a live source's frame).
     pub latency: Latency,
 }
 
@@ -453,7 +459,12 @@ enum Frames {
 impl Frames {
     fn next_timed(&mut self) -> Option<(Result<Frame>, Instant)> {
         match self {
-            Frames::Plain(s) => s.next().map(|item| (item, Instant::now())),
+            // A file's frame is timed from the start of its decode (what a control loop waits
+            // for); a live one from when it is decoded (reading it first waits for the camera).
+            Frames::Plain(s) => {
+                let start = Instant::now();
+                s.next().map(|item| (item, if s.is_live() { Instant::now() } else { start }))
+            }
             Frames::Ahead(p) => p.next_timed(),
             Frames::Newest(n) => n.next_timed(),
         }

@@ -982,9 +982,7 @@ mod tests {
     }
 
     fn rss_kib() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        crate::memory::rss_kib().expect("VmRSS in /proc/self/status")
     }
 
     #[test]

@@ -103,6 +103,7 @@ fn progress_bar(cli: &Cli, len: Option<u64>) -> ProgressBar {
 fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
     let t0 = Instant::now();
     let pipeline = pipeline(cli, stop)?;
+    let load_peak_kib = msf_runtime::memory::peak_rss_kib();
     let dec = pipeline.decomposer();
     let info = dec.info().clone();
     let kind = info.kind.map_or("unknown (no MSF metadata)", |k| k.as_str());
@@ -201,6 +202,8 @@ fn run(cli: &Cli, stop: Arc<AtomicBool>) -> Result<(RunReport, Summary)> {
         coco: cli.coco_results.is_some(),
         frames_dropped: report.frames_dropped,
         latency: report.latency.clone(),
+        load_peak_kib,
+        peak_kib: msf_runtime::memory::peak_rss_kib(),
         live: cli.inputs.iter().any(|p| source::is_live_input(p)),
     };
     if summary.json_file.is_some() || (summary.output.is_none() && report.outcome != Outcome::Failed) {
@@ -224,6 +227,11 @@ fn overlay_video(_: &Path) -> Box<dyn Sink> {
     unreachable!("check_usage refuses --overlay-video without the video feature")
 }
 
+/// KiB as MB (10⁶ bytes), to 0.1.
+fn mb(kib: u64) -> f64 {
+    (kib as f64 * 1024.0 / 1e5).round() / 10.0
+}
+
 /// What the run did, for the last line and `--json`.
 struct Summary {
     status: &'static str,
@@ -245,8 +253,11 @@ struct Summary {
     coco: bool,
     /// Frames of a live source left out for newer ones (--live-policy newest).
     frames_dropped: u64,
-    /// Decoded → delivered, per frame.
+    /// Per frame, until delivered (see [`msf_runtime::pipeline::RunReport::latency`]).
     latency: msf_runtime::pipeline::Latency,
+    /// Peak resident memory once the model was loaded, and at the end (Linux).
+    load_peak_kib: Option<u64>,
+    peak_kib: Option<u64>,
     /// A camera or network stream was read: say how late the results were.
     live: bool,
 }
@@ -265,6 +276,7 @@ impl Summary {
             "total_seconds": self.total_seconds, "fps": self.fps(), "output": self.output,
             "json": self.json_file, "backend": self.backend, "provider": self.provider, "error": self.error,
             "skipped": self.skipped, "frames_dropped": self.frames_dropped, "latency_ms": self.latency.to_json(),
+            "peak_rss_mb": {"load": self.load_peak_kib.map(mb), "run": self.peak_kib.map(mb)},
         })
     }
     fn human(&self) -> String {
