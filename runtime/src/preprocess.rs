@@ -71,51 +71,8 @@ unsafe impl<P: InnerPixel + bytemuck::Pod> fir::ImageView for FirView<'_, P> {
     }
 }
 
-/// The bicubic resize of PyTorch `F.interpolate(mode="bicubic", align_corners=False)` (no
-/// antialias) for one axis: for output `i`, source `x = scale·(i + 0.5) − 0.5` with
-/// `scale = in/out`, taps `floor(x) − 1 ..= floor(x) + 2` clamped to the edge, Keys weights with
-/// coefficient `a` (PyTorch: −0.75). Everything in f32 as PyTorch does for float tensors.
-///
-/// Not `fast_image_resize`'s `CatmullRom`: that is a = −0.5 and widens its support when
-/// downscaling (antialias), so it would not match the graph's cubic `Resize`.
-#[derive(Clone, Debug)]
-pub struct CubicAxis {
-    in_size: usize,
-    taps: Vec<([usize; 4], [f32; 4])>,
-}
-
-impl CubicAxis {
-    pub fn new(in_size: usize, out_size: usize, a: f32) -> Self {
-        // area_pixel_compute_scale: input_size / output_size in opmath (f32).
-        let scale = in_size as f32 / out_size as f32;
-        let last = in_size as i64 - 1;
-        let taps = (0..out_size)
-            .map(|i| {
-                // area_pixel_compute_source_index(cubic = true): no clamp at 0.
-                let real = scale * (i as f32 + 0.5) - 0.5;
-                // guard_index_and_lambda
-                let idx = (real.floor() as i64).min(last);
-                let t = (real - idx as f32).clamp(0.0, 1.0);
-                let w = cubic_coefficients(t, a);
-                let ix = [0i64, 1, 2, 3].map(|k| (idx + k - 1).clamp(0, last) as usize);
-                (ix, w)
-            })
-            .collect();
-        CubicAxis { in_size, taps }
-    }
-
-    pub fn out_size(&self) -> usize {
-        self.taps.len()
-    }
-}
-
-/// PyTorch `get_cubic_upsample_coefficients`.
-fn cubic_coefficients(t: f32, a: f32) -> [f32; 4] {
-    // cubic_convolution1: |x| <= 1; cubic_convolution2: 1 < |x| < 2.
-    let c1 = |x: f32| ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
-    let c2 = |x: f32| ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a;
-    [c2(t + 1.0), c1(t), c1(1.0 - t), c2(1.0 - t + 1.0)]
-}
+/// PyTorch's bicubic taps per axis, shared with the exporter's in-graph resize.
+pub use msf_models::cubic::CubicAxis;
 
 /// Bicubic resize of a (C, H, W) f32 image with separate row/column plans; `tmp` is scratch.
 ///
@@ -130,7 +87,7 @@ pub fn bicubic_resize_chw(
     tmp: &mut Vec<f32>,
     dst: &mut [f32],
 ) {
-    let (in_h, in_w, out_h, out_w) = (ys.in_size, xs.in_size, ys.out_size(), xs.out_size());
+    let (in_h, in_w, out_h, out_w) = (ys.in_size(), xs.in_size(), ys.out_size(), xs.out_size());
     assert_eq!(src.len(), channels * in_h * in_w, "bicubic source size");
     assert_eq!(
         dst.len(),
@@ -142,7 +99,7 @@ pub fn bicubic_resize_chw(
     for c in 0..channels {
         let plane = &src[c * in_h * in_w..(c + 1) * in_h * in_w];
         for (y, row) in plane.chunks_exact(in_w).enumerate() {
-            for (o, (ix, w)) in tmp[y * out_w..(y + 1) * out_w].iter_mut().zip(&xs.taps) {
+            for (o, (ix, w)) in tmp[y * out_w..(y + 1) * out_w].iter_mut().zip(xs.taps()) {
                 let mut acc = row[ix[0]] * w[0];
                 acc += row[ix[1]] * w[1];
                 acc += row[ix[2]] * w[2];
@@ -151,7 +108,7 @@ pub fn bicubic_resize_chw(
             }
         }
         let out = &mut dst[c * out_h * out_w..(c + 1) * out_h * out_w];
-        for (out_row, (iy, w)) in out.chunks_exact_mut(out_w).zip(&ys.taps) {
+        for (out_row, (iy, w)) in out.chunks_exact_mut(out_w).zip(ys.taps()) {
             let r = [0, 1, 2, 3].map(|k| &tmp[iy[k] * out_w..(iy[k] + 1) * out_w]);
             for (x, o) in out_row.iter_mut().enumerate() {
                 let mut acc = r[0][x] * w[0];

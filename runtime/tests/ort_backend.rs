@@ -91,8 +91,9 @@ fn ort_matches_tract_and_upstream() {
             for ((img, o), t) in IMAGES.iter().zip(&o).zip(&t) {
                 let equal = o.mask.iter().zip(&t.mask).filter(|(a, b)| a == b).count();
                 let d = max_abs_diff(&o.slots, &t.slots);
-                // Near-ties of the top two slots may flip between runtimes (different kernels).
-                assert!(equal * 10_000 >= o.mask.len() * 9_999, "{model} {img}: ort masks vs tract masks ({equal} of {} pixels equal)", o.mask.len());
+                // Near-ties of the top two slots may flip between runtimes (different kernels; the
+                // resize is matrix products, summed in each one's order): worst seen 8 of 65,536.
+                assert!(equal * 10_000 >= o.mask.len() * 9_995, "{model} {img}: ort masks vs tract masks ({equal} of {} pixels equal)", o.mask.len());
                 assert!(d <= 1e-4, "{model} {img}: slots ort vs tract max |Δ| {d}");
                 assert!(max_abs_diff(&o.attn, &t.attn) <= 1e-4, "{model} {img}: attn ort vs tract");
                 worst_tract = worst_tract.max(d);
