@@ -8,7 +8,7 @@
 
 pub mod config;
 pub mod contract;
-pub mod cubic;
+pub mod interpolate;
 pub mod interface;
 pub mod keys;
 pub mod limits;

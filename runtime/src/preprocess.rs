@@ -72,7 +72,7 @@ unsafe impl<P: InnerPixel + bytemuck::Pod> fir::ImageView for FirView<'_, P> {
 }
 
 /// PyTorch's bicubic taps per axis, shared with the exporter's in-graph resize.
-pub use msf_models::cubic::CubicAxis;
+pub use msf_models::interpolate::CubicAxis;
 
 /// Bicubic resize of a (C, H, W) f32 image with separate row/column plans; `tmp` is scratch.
 ///

@@ -3,12 +3,12 @@
 //! runtime can do it instead).
 //!
 //! Written as two `MatMul`s by the resize matrix (columns, then rows, the order PyTorch sums in)
-//! rather than a cubic `Resize`: the same taps as PyTorch's kernel ([`msf_models::cubic`]), the
+//! rather than a cubic `Resize`: the same taps as PyTorch's kernel ([`msf_models::interpolate`]), the
 //! most portable ops, and fast everywhere — onnxruntime's cubic `Resize` took 62 ms of a 330 ms
 //! frame on one thread (full-size model), about 20 times the matrix products.
 
-use super::builder::Builder;
-use msf_models::cubic::CubicAxis;
+use super::builder::{transpose, Builder};
+use msf_models::interpolate::CubicAxis;
 use msf_models::Preprocess;
 
 pub(super) struct Resize {
@@ -24,13 +24,7 @@ impl Resize {
     pub(super) fn emit(&self, g: &mut Builder, image: &str) -> String {
         let (m, s) = (self.axis.in_size(), self.axis.out_size());
         let rows = self.axis.matrix();
-        let mut cols_t = vec![0f32; m * s];
-        for (o, row) in rows.chunks_exact(m).enumerate() {
-            for (i, &w) in row.iter().enumerate() {
-                cols_t[i * s + o] = w;
-            }
-        }
-        let cols_t = g.f32("resize_cols_t", &[m, s], cols_t);
+        let cols_t = g.f32("resize_cols_t", &[m, s], transpose(&rows, s, m));
         let rows = g.f32("resize_rows", &[s, m], rows);
         let wide = g.op("MatMul", &[image, &cols_t], vec![], None);
         g.op("MatMul", &[&rows, &wide], vec![], None)

@@ -114,7 +114,7 @@ fn randn(seed: i64, shape: &[i64]) -> Tensor {
 // White noise is the hardest input for a bicubic resize in float32: source coordinates near 255
 // carry a rounding of ~1.5e-5 px, times slopes of ~10 per px, so PyTorch's float32 kernel is 1.2e-4
 // from its float64 result. Upstream runs that float32 kernel, and the graph's resize matrix is built
-// from the same float32 taps (msf_models::cubic), so the reference is PyTorch's float32 result;
+// from the same float32 taps (msf_models::interpolate), so the reference is PyTorch's float32 result;
 // what is left is the order of the sums. (A cubic `Resize` in tract was 5.5e-5 from either.)
 #[test]
 fn resize_block_matches_torch_bicubic() {

@@ -135,14 +135,9 @@ pub fn slot_scores(dec: &Decomposition) -> Vec<f32> {
     if g == 0 || m == 0 || dec.attn.len() < k * g * g || dec.mask.len() < m * m {
         return vec![0.0; k];
     }
-    // Half-pixel bilinear taps along one axis, clamped at the edges (the graph's Resize).
-    let taps: Vec<(usize, usize, f32)> = (0..m)
-        .map(|i| {
-            let s = ((i as f32 + 0.5) * g as f32 / m as f32 - 0.5).clamp(0.0, (g - 1) as f32);
-            let i0 = s.floor() as usize;
-            (i0, (i0 + 1).min(g - 1), s - i0 as f32)
-        })
-        .collect();
+    // PyTorch's bilinear taps along one axis (the graph's upsample).
+    let axis = msf_models::interpolate::LinearAxis::new(g, m);
+    let taps: Vec<(usize, usize, f32)> = axis.taps().iter().map(|&([i0, i1], [_, l1])| (i0, i1, l1)).collect();
     let mut sum = vec![0f64; k];
     let mut n = vec![0u64; k];
     for (y, &(y0, y1, fy)) in taps.iter().enumerate() {
