@@ -43,7 +43,7 @@ struct Cli {
     /// The default since `slots_init` became a plain input; accepted for older scripts.
     #[arg(long, hide = true, conflicts_with = "no_slots_in")]
     slots_in: bool,
-    /// Leave the bicubic 256→224 resize out of the graph (for runtimes without cubic Resize);
+    /// Leave the bicubic 256→224 resize (two MatMuls by the resize matrix) out of the graph;
     /// the metadata tells the runtime to do it, and the graph then takes (B,3,224,224).
     #[arg(long)]
     no_resize: bool,

@@ -98,7 +98,7 @@ pub struct Preprocess {
     /// Bicubic coefficient (PyTorch: −0.75), half-pixel centres, clamped border.
     pub cubic_a: f32,
     /// True when the bicubic `image_size → backbone_size` resize is inside the ONNX graph;
-    /// false when the caller must do it (for runtimes without cubic `Resize`).
+    /// false when the caller must do it (`msf-export --no-resize`).
     pub backbone_resize_in_graph: bool,
 }
 

@@ -8,7 +8,7 @@
 //!    support grows with the downscale factor, int16 fixed-point weights, **horizontal pass first**,
 //!    rounded to uint8 after each pass;
 //! 3. normalise `(x − mean) / std` on the 0..255 scale into f32 NCHW, RGB;
-//! 4. when the graph has no cubic `Resize` (`backbone_resize_in_graph == false`), the bicubic
+//! 4. when the graph does not resize (`backbone_resize_in_graph == false`), the bicubic
 //!    `image_size → backbone_size` resize of PyTorch `F.interpolate(mode="bicubic",
 //!    align_corners=False)` on the normalised floats.
 //!
