@@ -57,10 +57,10 @@ STD = np.array([58.395, 57.12, 57.375], np.float32)
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (VmHWM), MB."""
+    """This process's peak resident memory so far (VmHWM), in MiB like every RSS column here."""
     with open("/proc/self/status") as fh:
         kib = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
-    return kib * 1024 / 1e6
+    return kib / 1024
 
 
 def preprocess(path: str) -> np.ndarray:
@@ -130,7 +130,7 @@ def worker(kind: str, model: str, frames: list[str], out: str, threads: int) -> 
 
 
 def run_child(cmd: list[str], env=None) -> tuple[float, float, str, str]:
-    """(wall seconds, peak RSS MB, stdout, stderr) of one child process.
+    """(wall seconds, peak RSS MiB, stdout, stderr) of one child process.
 
     The child is started by a small launcher (``--launch``) rather than forked from this process:
     Linux carries a forked process's high-water RSS (this big Python, with PyTorch loaded) into the
@@ -287,7 +287,7 @@ def main() -> int:
         if frames:
             lat = summary["latency_ms"]
             latency[label] = {"frames": summary["frames"], "median_ms": lat["median"], "p99_ms": lat["p99"],
-                              "load_rss_mb": summary["peak_rss_mb"]["load"], "peak_rss_mb": rss}
+                              "load_rss_mb": summary["peak_rss_mib"]["load"], "peak_rss_mb": rss}
             print(f"compare: {label}: latency median {lat['median']:.0f} ms", file=sys.stderr)
             return
         log = json.load(open(os.path.join(out, "decomposition.json")))
@@ -295,7 +295,7 @@ def main() -> int:
         load = summary["total_seconds"] - summary["seconds"]
         r = stats([d + load for d in done], wall, len(done))
         r["peak_rss_mb"] = rss
-        r["load_rss_mb"] = summary["peak_rss_mb"]["load"]
+        r["load_rss_mb"] = summary["peak_rss_mib"]["load"]
         runs[label] = r
         mask_dirs[label] = os.path.join(out, "masks")
         print(f"compare: {label}: {r['fps']:.2f} fps", file=sys.stderr)
@@ -383,14 +383,14 @@ def main() -> int:
     with open(os.path.join(a.work, "results.json"), "w") as fh:
         json.dump(results, fh, indent=2)
     plot(results, os.path.join(a.work, "results.png"))
-    print(f"\n{'contender':<28}{'fps':>8}{'ratio':>8}{'median ms':>11}{'p90 ms':>9}{'load s':>8}{'load MB':>9}{'RSS MB':>8}{'masks =':>9}")
+    print(f"\n{'contender':<28}{'fps':>8}{'ratio':>8}{'median ms':>11}{'p90 ms':>9}{'load s':>8}{'load MiB':>9}{'RSS MiB':>8}{'masks =':>9}")
     for label, r in runs.items():
         print(f"{label:<28}{r['fps']:>8.2f}{r['ratio_vs_ort_python']:>7.2f}×{r['ms_median']:>11.1f}{r['ms_p90']:>9.1f}"
               f"{r['load_to_first_mask_s']:>8.2f}{r['load_rss_mb']:>9.0f}{r['peak_rss_mb']:>8.0f}"
               f"{100 * r['mask_agreement_vs_ort_python']:>8.2f}%")
     if latency:
         print(f"\nlatency, batch 1, one frame at a time (JPEG decode start → mask written), {n_lat} frames")
-        print(f"{'contender':<34}{'median ms':>10}{'p99 ms':>9}{'vs ort-py':>10}{'load MB':>9}{'RSS MB':>8}")
+        print(f"{'contender':<34}{'median ms':>10}{'p99 ms':>9}{'vs ort-py':>10}{'load MiB':>9}{'RSS MiB':>8}")
         for label, r in latency.items():
             print(f"{label:<34}{r['median_ms']:>10.1f}{r['p99_ms']:>9.1f}{r['median_ratio_vs_ort_python']:>9.2f}×{r['load_rss_mb']:>9.0f}{r['peak_rss_mb']:>8.0f}")
     for label, r in runs.items():

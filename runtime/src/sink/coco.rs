@@ -137,19 +137,18 @@ pub fn slot_scores(dec: &Decomposition) -> Vec<f32> {
     }
     // PyTorch's bilinear taps along one axis (the graph's upsample).
     let axis = msf_models::interpolate::LinearAxis::new(g, m);
-    let taps: Vec<(usize, usize, f32)> = axis.taps().iter().map(|&([i0, i1], [_, l1])| (i0, i1, l1)).collect();
     let mut sum = vec![0f64; k];
     let mut n = vec![0u64; k];
-    for (y, &(y0, y1, fy)) in taps.iter().enumerate() {
-        for (x, &(x0, x1, fx)) in taps.iter().enumerate() {
+    for (y, &([y0, y1], [wy0, wy1])) in axis.taps().iter().enumerate() {
+        for (x, &([x0, x1], [wx0, wx1])) in axis.taps().iter().enumerate() {
             let l = dec.mask[y * m + x] as usize;
             if l >= k {
                 continue;
             }
             let a = &dec.attn[l * g * g..(l + 1) * g * g];
-            let top = (1.0 - fx) * a[y0 * g + x0] + fx * a[y0 * g + x1];
-            let bottom = (1.0 - fx) * a[y1 * g + x0] + fx * a[y1 * g + x1];
-            sum[l] += f64::from((1.0 - fy) * top + fy * bottom);
+            let top = wx0 * a[y0 * g + x0] + wx1 * a[y0 * g + x1];
+            let bottom = wx0 * a[y1 * g + x0] + wx1 * a[y1 * g + x1];
+            sum[l] += f64::from(wy0 * top + wy1 * bottom);
             n[l] += 1;
         }
     }

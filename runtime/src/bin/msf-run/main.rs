@@ -227,9 +227,9 @@ fn overlay_video(_: &Path) -> Box<dyn Sink> {
     unreachable!("check_usage refuses --overlay-video without the video feature")
 }
 
-/// KiB as MB (10⁶ bytes), to 0.1.
-fn mb(kib: u64) -> f64 {
-    (kib as f64 * 1024.0 / 1e5).round() / 10.0
+/// KiB as MiB, to 0.1 (the unit of `ru_maxrss`/1024 and `/usr/bin/time`'s KiB, so they compare).
+fn mib(kib: u64) -> f64 {
+    (kib as f64 / 102.4).round() / 10.0
 }
 
 /// What the run did, for the last line and `--json`.
@@ -276,7 +276,7 @@ impl Summary {
             "total_seconds": self.total_seconds, "fps": self.fps(), "output": self.output,
             "json": self.json_file, "backend": self.backend, "provider": self.provider, "error": self.error,
             "skipped": self.skipped, "frames_dropped": self.frames_dropped, "latency_ms": self.latency.to_json(),
-            "peak_rss_mb": {"load": self.load_peak_kib.map(mb), "run": self.peak_kib.map(mb)},
+            "peak_rss_mib": {"load": self.load_peak_kib.map(mib), "run": self.peak_kib.map(mib)},
         })
     }
     fn human(&self) -> String {
