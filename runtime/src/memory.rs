@@ -3,7 +3,11 @@
 
 /// A `kB` field of `/proc/self/status` (`VmHWM`, `VmRSS`, …) in KiB.
 pub fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_field_kib(&std::fs::read_to_string("/proc/self/status").ok()?, field)
+}
+
+/// A `kB` field of one snapshot of `/proc/<pid>/status`.
+fn status_field_kib(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
 }
@@ -27,8 +31,12 @@ pub fn reset_peak_rss() -> bool {
 mod tests {
     #[test]
     fn peak_is_at_least_current() {
-        let (now, peak) = (super::rss_kib().unwrap(), super::peak_rss_kib().unwrap());
+        // One snapshot: other test threads allocate between two separate reads.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let now = super::status_field_kib(&status, "VmRSS").unwrap();
+        let peak = super::status_field_kib(&status, "VmHWM").unwrap();
         assert!(now > 0 && peak >= now, "rss {now} peak {peak}");
-        assert_eq!(super::proc_status_kib("NoSuchField"), None);
+        assert_eq!(super::status_field_kib(&status, "NoSuchField"), None);
+        assert!(super::rss_kib().is_some() && super::peak_rss_kib().is_some());
     }
 }
