@@ -290,21 +290,110 @@ fn show(dims: &[Option<usize>]) -> String {
 const FLOAT: i32 = 1;
 const EXTERNAL: i32 = 1;
 
-/// Where each top-level initializer's inline `raw_data` lies in the file `bytes`, as
-/// `(offset, length)` (`None` for an initializer without inline data), in file order. A runtime
-/// can then read large weights straight from the file instead of holding a decoded copy beside
-/// its own. `None` when the bytes are not a model.
-pub fn inline_data_ranges(bytes: &Bytes) -> Option<Vec<Option<(u64, u64)>>> {
-    let model = Model::decode(bytes.clone()).ok()?;
+/// A model's bytes without the inline `raw_data` of its large top-level initializers, and where
+/// each left-out payload lies in the original bytes, so that a runtime can decode the graph
+/// without copying the weights and read them straight from the file (as external data) instead.
+#[derive(Debug)]
+pub struct WithoutInlineData {
+    /// The re-encoded model: every other field byte for byte as it was.
+    pub bytes: Vec<u8>,
+    /// For each top-level initializer in file order, `(offset, length)` of the `raw_data` that
+    /// was left out (`None` where it was kept: smaller than the threshold, or none).
+    pub ranges: Vec<Option<(u64, u64)>>,
+}
+
+/// Protobuf field numbers of ModelProto.graph, GraphProto.initializer and TensorProto.raw_data.
+const MODEL_GRAPH: u32 = 7;
+const GRAPH_INITIALIZER: u32 = 5;
+const TENSOR_RAW_DATA: u32 = 9;
+
+/// Leave out the `raw_data` of every top-level initializer holding at least `min_len` bytes of
+/// it. `None` when the bytes are not a protobuf this can rewrite faithfully (groups, a tensor
+/// with its `raw_data` given twice): the caller then decodes the whole file.
+pub fn without_inline_data(bytes: &[u8], min_len: usize) -> Option<WithoutInlineData> {
     let base = bytes.as_ptr() as usize;
-    let graph = model.graph?;
-    let ranges = graph.initializer.iter().map(|t| {
-        let raw = t.raw_data.as_ref().filter(|r| !r.is_empty())?;
-        // `Bytes` fields decoded from `Bytes` are views of it; the check keeps this true.
-        let offset = (raw.as_ptr() as usize).checked_sub(base)?;
-        (offset + raw.len() <= bytes.len()).then_some((offset as u64, raw.len() as u64))
-    });
-    Some(ranges.collect())
+    let mut ranges = Vec::new();
+    let mut graph = |payload: &[u8]| {
+        rewrite(payload, &mut |tag, payload| {
+            if tag != GRAPH_INITIALIZER {
+                return Some(Edit::Keep);
+            }
+            let (mut seen, mut left_out) = (0, None);
+            let tensor = rewrite(payload, &mut |tag, raw| {
+                if tag != TENSOR_RAW_DATA {
+                    return Some(Edit::Keep);
+                }
+                seen += 1;
+                if raw.len() < min_len {
+                    return Some(Edit::Keep);
+                }
+                left_out = Some(((raw.as_ptr() as usize - base) as u64, raw.len() as u64));
+                Some(Edit::Drop)
+            })?;
+            if seen > 1 {
+                return None;
+            }
+            ranges.push(left_out);
+            Some(Edit::Replace(tensor))
+        })
+    };
+    let bytes = rewrite(bytes, &mut |tag, payload| if tag == MODEL_GRAPH { graph(payload).map(Edit::Replace) } else { Some(Edit::Keep) })?;
+    Some(WithoutInlineData { bytes, ranges })
+}
+
+/// What [`rewrite`] does with one field.
+enum Edit {
+    Keep,
+    Drop,
+    /// A length-delimited field with a new payload.
+    Replace(Vec<u8>),
+}
+
+/// Copy a protobuf message field by field, letting `edit` keep, drop or replace each field that
+/// is length-delimited (its number and payload are given); others are kept as they are.
+fn rewrite(mut rest: &[u8], edit: &mut dyn FnMut(u32, &[u8]) -> Option<Edit>) -> Option<Vec<u8>> {
+    use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, WireType};
+    let mut out = Vec::with_capacity(rest.len().min(1 << 20));
+    while !rest.is_empty() {
+        let field = rest;
+        let (tag, wire) = decode_key(&mut rest).ok()?;
+        let payload = match wire {
+            WireType::Varint => {
+                decode_varint(&mut rest).ok()?;
+                None
+            }
+            WireType::SixtyFourBit => {
+                rest = rest.get(8..)?;
+                None
+            }
+            WireType::ThirtyTwoBit => {
+                rest = rest.get(4..)?;
+                None
+            }
+            WireType::LengthDelimited => {
+                let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
+                let payload = rest.get(..len)?;
+                rest = &rest[len..];
+                Some(payload)
+            }
+            WireType::StartGroup | WireType::EndGroup => return None,
+        };
+        let whole = &field[..field.len() - rest.len()];
+        let what = match payload {
+            Some(p) => edit(tag, p)?,
+            None => Edit::Keep,
+        };
+        match what {
+            Edit::Keep => out.extend_from_slice(whole),
+            Edit::Drop => {}
+            Edit::Replace(new) => {
+                encode_key(tag, WireType::LengthDelimited, &mut out);
+                encode_varint(new.len() as u64, &mut out);
+                out.extend_from_slice(&new);
+            }
+        }
+    }
+    Some(out)
 }
 
 /// A float32 initializer of exactly `n` values: `raw_data`, `float_data`, or external data in a
@@ -437,20 +526,40 @@ mod tests {
     }
 
     #[test]
-    fn inline_data_ranges_point_at_the_raw_data_in_the_file() {
+    fn large_inline_data_is_left_out_and_located_in_the_file() {
         let mut m = model(true);
+        m.graph.as_mut().unwrap().doc_string = Some("kept".into());
         let initializer = &mut m.graph.as_mut().unwrap().initializer;
         initializer.push(TensorProto { name: Some("empty".into()), dims: vec![0], data_type: Some(1), ..Default::default() });
         initializer.push(TensorProto { name: Some("floats".into()), dims: vec![2], data_type: Some(1), float_data: vec![1.0, 2.0], ..Default::default() });
         initializer.push(TensorProto { name: Some("w".into()), dims: vec![3], data_type: Some(2), raw_data: Some(vec![9, 8, 7]), ..Default::default() });
-        let bytes = Bytes::from(m.encode_to_vec());
-        let ranges = inline_data_ranges(&bytes).unwrap();
-        assert_eq!(ranges.len(), 4);
-        assert_eq!(ranges[1..3], [None, None]);
-        let at = |r: Option<(u64, u64)>| r.map(|(o, l)| &bytes[o as usize..(o + l) as usize]).unwrap();
-        assert_eq!(at(ranges[0]), &(0..7 * 256).flat_map(|i| (i as f32).to_le_bytes()).collect::<Vec<u8>>()[..]);
-        assert_eq!(at(ranges[3]), &[9, 8, 7]);
-        assert_eq!(inline_data_ranges(&Bytes::from_static(b"\xff\xff")), None);
+        let bytes = m.encode_to_vec();
+        let out = without_inline_data(&bytes, 4).unwrap();
+        // The slots default (7 × 256 floats) is left out; the 3-byte `w` stays inline.
+        assert_eq!(out.ranges.len(), 4);
+        assert_eq!(out.ranges[1..], [None, None, None]);
+        let (o, l) = out.ranges[0].unwrap();
+        let want: Vec<u8> = (0..7 * 256).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        assert_eq!(&bytes[o as usize..(o + l) as usize], &want[..]);
+        let mut stripped = ModelProto::decode(&out.bytes[..]).unwrap();
+        assert_eq!(stripped.graph.as_ref().unwrap().initializer[0].raw_data, None);
+        stripped.graph.as_mut().unwrap().initializer[0].raw_data = m.graph.as_ref().unwrap().initializer[0].raw_data.clone();
+        assert_eq!(stripped, m, "everything else is unchanged");
+        assert!(out.bytes.len() + want.len() < bytes.len() + 8);
+        // Nothing to leave out: the same bytes.
+        assert_eq!(without_inline_data(&bytes, usize::MAX).unwrap().bytes, bytes);
+        // Not a protobuf, a truncated one, a group, raw_data given twice: not rewritten.
+        assert!(without_inline_data(b"\xff\xff", 4).is_none());
+        assert!(without_inline_data(&bytes[..bytes.len() - 3], 4).is_none());
+        assert!(without_inline_data(b"\x0b\x0c", 4).is_none());
+        let twice = TensorProto { raw_data: Some(vec![1; 8]), ..Default::default() }.encode_to_vec().repeat(2);
+        let graph = GraphProto { initializer: vec![], ..Default::default() };
+        let mut two = graph.encode_to_vec();
+        prost::encoding::bytes::encode(GRAPH_INITIALIZER, &twice, &mut two);
+        let mut model_bytes = Vec::new();
+        prost::encoding::bytes::encode(MODEL_GRAPH, &two, &mut model_bytes);
+        assert!(without_inline_data(&model_bytes, 4).is_none());
+        assert!(without_inline_data(&model_bytes, 100).is_none());
     }
 
     fn err(m: &ModelProto) -> String {

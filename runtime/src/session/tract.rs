@@ -65,7 +65,7 @@ fn folder(file: &Path) -> &Path {
 }
 
 /// Initializers smaller than this stay inline: the graph check reads small constants' values.
-const INLINE_MAX: u64 = 4096;
+const INLINE_MAX: usize = 4096;
 
 fn load_err(path: &Path) -> impl Fn(TractError) -> Error + '_ {
     move |e| Error::backend_load(path, e)
@@ -130,28 +130,39 @@ impl TractBackend {
         let contract = &file.contract;
         let outputs = contract.outputs;
         let slots_default = contract.slots_default.clone();
-        // Decoded straight from the checked bytes (tract's own reader copies them once more).
-        let mut proto = tract_onnx::pb::ModelProto::decode(&file.bytes[..]).map_err(|e| Error::ModelLoad {
-            path: path.to_path_buf(),
-            reason: "not a readable ONNX protobuf".into(),
-            source: Some(e.into()),
-        })?;
-        let graph = proto.graph.as_mut().ok_or_else(|| Error::model_load(path, "not an ONNX model (the file has no graph)"))?;
-        // A file without external data of its own: its large initializers become external data
-        // pointing into the file itself, so the decoded copy of the weights is freed now and tract
-        // reads each tensor from the file as it parses.
+        // A file without external data of its own is decoded without its large initializers'
+        // bytes, which become external data pointing into the file itself: tract reads each
+        // tensor from the file as it parses, and the weights are never held twice (decoding them
+        // with the file's bytes still alive made a load peak at twice the file).
         let in_file = match (file.path(), contract.external_data) {
             (Some(p), false) => {
                 let stamp = file_stamp(p).map_err(|e| Error::ModelLoad { path: path.to_path_buf(), reason: "cannot read the file".into(), source: Some(e.into()) })?;
-                let ranges = msf_models::contract::inline_data_ranges(&file.bytes).unwrap_or_default();
                 let name = p.file_name().and_then(|n| n.to_str()).map(str::to_owned);
-                match name {
-                    Some(name) if point_into_file(graph, &ranges, &name) => Some((p.to_path_buf(), stamp)),
-                    _ => None,
-                }
+                let stripped = msf_models::contract::without_inline_data(&file.bytes, INLINE_MAX);
+                name.zip(stripped).map(|(name, stripped)| (p.to_path_buf(), stamp, name, stripped))
             }
             _ => None,
         };
+        let decode = |bytes: &[u8]| {
+            tract_onnx::pb::ModelProto::decode(bytes).map_err(|e| Error::ModelLoad {
+                path: path.to_path_buf(),
+                reason: "not a readable ONNX protobuf".into(),
+                source: Some(e.into()),
+            })
+        };
+        let (mut proto, in_file) = match in_file {
+            Some((model_file, stamp, name, stripped)) => {
+                let mut proto = decode(&stripped.bytes)?;
+                drop(stripped.bytes);
+                if proto.graph.as_mut().is_some_and(|graph| point_into_file(graph, &stripped.ranges, &name)) {
+                    (proto, Some((model_file, stamp)))
+                } else {
+                    (decode(&file.bytes)?, None)
+                }
+            }
+            None => (decode(&file.bytes)?, None),
+        };
+        let graph = proto.graph.as_mut().ok_or_else(|| Error::model_load(path, "not an ONNX model (the file has no graph)"))?;
         let native_argmax = detach_mask_argmax(graph, outputs[2]);
         if !fast_integer_matmul() {
             dequantize_int8_matmuls(graph);
@@ -264,20 +275,19 @@ fn parse(proto: &tract_onnx::pb::ModelProto, dir: Option<&Path>, path: &Path) ->
     Ok(parsed.model)
 }
 
-/// Turn the graph's large inline initializers into external data at `ranges` (from
-/// [`msf_models::contract::inline_data_ranges`] of the same bytes, in the same order) of the file
-/// `file_name`, freeing their decoded copies. False, with the graph untouched, when the two
-/// decodings do not line up (then everything stays inline).
+/// Make the initializers whose `raw_data` was left out at `ranges` (from
+/// [`msf_models::contract::without_inline_data`], in the same order) external data in the file
+/// `file_name`. False when the decoded graph does not line up with the ranges (then the caller
+/// decodes the whole file).
 fn point_into_file(graph: &mut tract_onnx::pb::GraphProto, ranges: &[Option<(u64, u64)>], file_name: &str) -> bool {
     use tract_onnx::pb::{tensor_proto::DataLocation, StringStringEntryProto};
     let lined_up = ranges.len() == graph.initializer.len()
-        && graph.initializer.iter().zip(ranges).all(|(t, r)| r.map_or(0, |(_, l)| l) == t.raw_data.len() as u64);
+        && graph.initializer.iter().zip(ranges).all(|(t, r)| r.is_none() || (t.raw_data.is_empty() && t.external_data.is_empty()));
     if !lined_up {
         return false;
     }
     for (t, range) in graph.initializer.iter_mut().zip(ranges) {
-        let Some((offset, length)) = range.filter(|&(_, l)| l >= INLINE_MAX) else { continue };
-        t.raw_data = Vec::new();
+        let Some((offset, length)) = *range else { continue };
         t.data_location = Some(DataLocation::External as i32);
         let entry = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v };
         t.external_data = vec![entry("location", file_name.into()), entry("offset", offset.to_string()), entry("length", length.to_string())];

@@ -73,7 +73,8 @@ fn pipeline(cli: &Cli, stop: Arc<AtomicBool>) -> Result<Pipeline> {
     if let Some(t) = cli.threads {
         b = b.threads(t as usize);
     }
-    b.build(&cli.onnx)
+    // A model's load peaks at about its size, not twice it (see the function).
+    msf_runtime::memory::load_with_mapped_blocks(|| b.build(&cli.onnx))
     .map_err(|e| match e {
         Error::Metadata { source: msf_models::MetadataError::NotMsf, .. } => anyhow!(
             "{e}: here, --preprocess-upstream (e.g. for a torch.onnx export of the upstream model)"
