@@ -290,54 +290,72 @@ fn show(dims: &[Option<usize>]) -> String {
 const FLOAT: i32 = 1;
 const EXTERNAL: i32 = 1;
 
-/// A model's bytes without the inline `raw_data` of its large top-level initializers, and where
-/// each left-out payload lies in the original bytes, so that a runtime can decode the graph
-/// without copying the weights and read them straight from the file (as external data) instead.
+/// A model's bytes with the inline `raw_data` of its large top-level initializers turned into
+/// external data pointing at the same bytes in the model's own file, so that a runtime can decode
+/// the graph without copying the weights and read each one from the file as it builds it.
 #[derive(Debug)]
 pub struct WithoutInlineData {
     /// The re-encoded model: every other field byte for byte as it was.
     pub bytes: Vec<u8>,
     /// For each top-level initializer in file order, `(offset, length)` of the `raw_data` that
-    /// was left out (`None` where it was kept: smaller than the threshold, or none).
+    /// became external data (`None` where it was kept: smaller than the threshold, or none).
     pub ranges: Vec<Option<(u64, u64)>>,
 }
 
-/// Protobuf field numbers of ModelProto.graph, GraphProto.initializer and TensorProto.raw_data.
+/// Protobuf field numbers: ModelProto.graph, GraphProto.initializer, TensorProto.raw_data,
+/// .external_data and .data_location, StringStringEntryProto.key and .value.
 const MODEL_GRAPH: u32 = 7;
 const GRAPH_INITIALIZER: u32 = 5;
 const TENSOR_RAW_DATA: u32 = 9;
+const TENSOR_EXTERNAL_DATA: u32 = 13;
+const TENSOR_DATA_LOCATION: u32 = 14;
 
-/// Leave out the `raw_data` of every top-level initializer holding at least `min_len` bytes of
-/// it. `None` when the bytes are not a protobuf this can rewrite faithfully (groups, a tensor
-/// with its `raw_data` given twice): the caller then decodes the whole file.
-pub fn without_inline_data(bytes: &[u8], min_len: usize) -> Option<WithoutInlineData> {
+/// Make every top-level initializer holding at least `min_len` bytes of `raw_data` external data
+/// at its offset in `location` (the model file's name; the bytes must be that file's). `None`
+/// when the bytes are not a protobuf this can rewrite faithfully (groups, a tensor with its
+/// `raw_data` given twice or already naming external data): the caller then decodes the whole file.
+pub fn without_inline_data(bytes: &[u8], min_len: usize, location: &str) -> Option<WithoutInlineData> {
+    use prost::encoding::{encode_key, encode_varint, string, WireType};
     let base = bytes.as_ptr() as usize;
     let mut ranges = Vec::new();
     let mut graph = |payload: &[u8]| {
         rewrite(payload, &mut |tag, payload| {
-            if tag != GRAPH_INITIALIZER {
-                return Some(Edit::Keep);
-            }
-            let (mut seen, mut left_out) = (0, None);
-            let tensor = rewrite(payload, &mut |tag, raw| {
-                if tag != TENSOR_RAW_DATA {
-                    return Some(Edit::Keep);
-                }
-                seen += 1;
+            let Some(payload) = payload.filter(|_| tag == GRAPH_INITIALIZER) else { return Some(Edit::Keep) };
+            let (mut raws, mut external, mut left_out) = (0, false, None);
+            let mut tensor = rewrite(payload, &mut |tag, raw| {
+                external |= tag == TENSOR_EXTERNAL_DATA || tag == TENSOR_DATA_LOCATION;
+                let Some(raw) = raw.filter(|_| tag == TENSOR_RAW_DATA) else { return Some(Edit::Keep) };
+                raws += 1;
                 if raw.len() < min_len {
                     return Some(Edit::Keep);
                 }
                 left_out = Some(((raw.as_ptr() as usize - base) as u64, raw.len() as u64));
                 Some(Edit::Drop)
             })?;
-            if seen > 1 {
+            if raws > 1 || (external && left_out.is_some()) {
                 return None;
+            }
+            if let Some((offset, length)) = left_out {
+                for (k, v) in [("location", location.to_owned()), ("offset", offset.to_string()), ("length", length.to_string())] {
+                    let mut entry = Vec::new();
+                    string::encode(1, &k.to_owned(), &mut entry);
+                    string::encode(2, &v, &mut entry);
+                    encode_key(TENSOR_EXTERNAL_DATA, WireType::LengthDelimited, &mut tensor);
+                    encode_varint(entry.len() as u64, &mut tensor);
+                    tensor.extend_from_slice(&entry);
+                }
+                // TensorProto.DataLocation.EXTERNAL
+                encode_key(TENSOR_DATA_LOCATION, WireType::Varint, &mut tensor);
+                encode_varint(1, &mut tensor);
             }
             ranges.push(left_out);
             Some(Edit::Replace(tensor))
         })
     };
-    let bytes = rewrite(bytes, &mut |tag, payload| if tag == MODEL_GRAPH { graph(payload).map(Edit::Replace) } else { Some(Edit::Keep) })?;
+    let bytes = rewrite(bytes, &mut |tag, payload| match payload.filter(|_| tag == MODEL_GRAPH) {
+        Some(graph_bytes) => graph(graph_bytes).map(Edit::Replace),
+        None => Some(Edit::Keep),
+    })?;
     Some(WithoutInlineData { bytes, ranges })
 }
 
@@ -349,9 +367,9 @@ enum Edit {
     Replace(Vec<u8>),
 }
 
-/// Copy a protobuf message field by field, letting `edit` keep, drop or replace each field that
-/// is length-delimited (its number and payload are given); others are kept as they are.
-fn rewrite(mut rest: &[u8], edit: &mut dyn FnMut(u32, &[u8]) -> Option<Edit>) -> Option<Vec<u8>> {
+/// Copy a protobuf message field by field, letting `edit` keep, drop or replace each field (given
+/// its number, and its payload when it is length-delimited; only those can be replaced).
+fn rewrite(mut rest: &[u8], edit: &mut dyn FnMut(u32, Option<&[u8]>) -> Option<Edit>) -> Option<Vec<u8>> {
     use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, WireType};
     let mut out = Vec::with_capacity(rest.len().min(1 << 20));
     while !rest.is_empty() {
@@ -379,18 +397,15 @@ fn rewrite(mut rest: &[u8], edit: &mut dyn FnMut(u32, &[u8]) -> Option<Edit>) ->
             WireType::StartGroup | WireType::EndGroup => return None,
         };
         let whole = &field[..field.len() - rest.len()];
-        let what = match payload {
-            Some(p) => edit(tag, p)?,
-            None => Edit::Keep,
-        };
-        match what {
+        match edit(tag, payload)? {
             Edit::Keep => out.extend_from_slice(whole),
             Edit::Drop => {}
-            Edit::Replace(new) => {
+            Edit::Replace(new) if payload.is_some() => {
                 encode_key(tag, WireType::LengthDelimited, &mut out);
                 encode_varint(new.len() as u64, &mut out);
                 out.extend_from_slice(&new);
             }
+            Edit::Replace(_) => return None,
         }
     }
     Some(out)
@@ -526,40 +541,56 @@ mod tests {
     }
 
     #[test]
-    fn large_inline_data_is_left_out_and_located_in_the_file() {
+    fn large_inline_data_becomes_external_data_in_the_same_file() {
         let mut m = model(true);
         m.graph.as_mut().unwrap().doc_string = Some("kept".into());
         let initializer = &mut m.graph.as_mut().unwrap().initializer;
         initializer.push(TensorProto { name: Some("empty".into()), dims: vec![0], data_type: Some(1), ..Default::default() });
         initializer.push(TensorProto { name: Some("floats".into()), dims: vec![2], data_type: Some(1), float_data: vec![1.0, 2.0], ..Default::default() });
-        initializer.push(TensorProto { name: Some("w".into()), dims: vec![3], data_type: Some(2), raw_data: Some(vec![9, 8, 7]), ..Default::default() });
+        initializer.push(TensorProto { name: Some("w".into()), dims: vec![3], data_type: Some(2), raw_data: Some(vec![9, 8, 7].into()), ..Default::default() });
         let bytes = m.encode_to_vec();
-        let out = without_inline_data(&bytes, 4).unwrap();
-        // The slots default (7 × 256 floats) is left out; the 3-byte `w` stays inline.
+        let out = without_inline_data(&bytes, 4, "m.onnx").unwrap();
+        // The slots default (7 × 256 floats) becomes external; the 3-byte `w` stays inline.
         assert_eq!(out.ranges.len(), 4);
         assert_eq!(out.ranges[1..], [None, None, None]);
         let (o, l) = out.ranges[0].unwrap();
         let want: Vec<u8> = (0..7 * 256).flat_map(|i| (i as f32).to_le_bytes()).collect();
         assert_eq!(&bytes[o as usize..(o + l) as usize], &want[..]);
         let mut stripped = ModelProto::decode(&out.bytes[..]).unwrap();
-        assert_eq!(stripped.graph.as_ref().unwrap().initializer[0].raw_data, None);
-        stripped.graph.as_mut().unwrap().initializer[0].raw_data = m.graph.as_ref().unwrap().initializer[0].raw_data.clone();
+        let t = &mut stripped.graph.as_mut().unwrap().initializer[0];
+        assert_eq!(t.raw_data, None);
+        assert_eq!(t.data_location, Some(EXTERNAL));
+        let entries: Vec<(String, String)> = t.external_data.iter().map(|e| (e.key.clone().unwrap(), e.value.clone().unwrap())).collect();
+        assert_eq!(entries, [("location".into(), "m.onnx".into()), ("offset".into(), o.to_string()), ("length".into(), l.to_string())]);
+        // The contract reads the slots default from the file as external data.
+        let dir = std::env::temp_dir().join(format!("msf-without-inline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("m.onnx"), &bytes).unwrap();
+        let checked = GraphContract::check(Bytes::from(out.bytes.clone()), Some(&dir), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(checked.unwrap().slots_default, check(&m, None, None).unwrap().slots_default);
+        (t.raw_data, t.data_location, t.external_data) = (m.graph.as_ref().unwrap().initializer[0].raw_data.clone(), None, vec![]);
         assert_eq!(stripped, m, "everything else is unchanged");
-        assert!(out.bytes.len() + want.len() < bytes.len() + 8);
-        // Nothing to leave out: the same bytes.
-        assert_eq!(without_inline_data(&bytes, usize::MAX).unwrap().bytes, bytes);
-        // Not a protobuf, a truncated one, a group, raw_data given twice: not rewritten.
-        assert!(without_inline_data(b"\xff\xff", 4).is_none());
-        assert!(without_inline_data(&bytes[..bytes.len() - 3], 4).is_none());
-        assert!(without_inline_data(b"\x0b\x0c", 4).is_none());
-        let twice = TensorProto { raw_data: Some(vec![1; 8]), ..Default::default() }.encode_to_vec().repeat(2);
-        let graph = GraphProto { initializer: vec![], ..Default::default() };
-        let mut two = graph.encode_to_vec();
-        prost::encoding::bytes::encode(GRAPH_INITIALIZER, &twice, &mut two);
-        let mut model_bytes = Vec::new();
-        prost::encoding::bytes::encode(MODEL_GRAPH, &two, &mut model_bytes);
-        assert!(without_inline_data(&model_bytes, 4).is_none());
-        assert!(without_inline_data(&model_bytes, 100).is_none());
+        // Nothing to move: the same bytes.
+        assert_eq!(without_inline_data(&bytes, usize::MAX, "m.onnx").unwrap().bytes, bytes);
+        // Not a protobuf, a truncated one, a group, raw_data given twice, or beside external data:
+        // not rewritten.
+        assert!(without_inline_data(b"\xff\xff", 4, "m.onnx").is_none());
+        assert!(without_inline_data(&bytes[..bytes.len() - 3], 4, "m.onnx").is_none());
+        assert!(without_inline_data(b"\x0b\x0c", 4, "m.onnx").is_none());
+        let in_graph = |tensor: &[u8]| {
+            let mut graph = Vec::new();
+            prost::encoding::bytes::encode(GRAPH_INITIALIZER, &tensor.to_vec(), &mut graph);
+            let mut model = Vec::new();
+            prost::encoding::bytes::encode(MODEL_GRAPH, &graph, &mut model);
+            model
+        };
+        let raw = TensorProto { raw_data: Some(vec![1; 8].into()), ..Default::default() }.encode_to_vec();
+        assert!(without_inline_data(&in_graph(&raw.repeat(2)), 4, "m.onnx").is_none());
+        assert!(without_inline_data(&in_graph(&raw.repeat(2)), 100, "m.onnx").is_none());
+        let located = TensorProto { raw_data: Some(vec![1; 8].into()), data_location: Some(EXTERNAL), ..Default::default() }.encode_to_vec();
+        assert!(without_inline_data(&in_graph(&located), 4, "m.onnx").is_none());
+        assert_eq!(without_inline_data(&in_graph(&located), 100, "m.onnx").unwrap().ranges, [None]);
     }
 
     fn err(m: &ModelProto) -> String {

@@ -53,6 +53,43 @@ pub(crate) struct ModelFile {
     pub bytes: Bytes,
     pub origin: Origin,
     pub contract: GraphContract,
+    /// A file's size and modification time once read (`None` in memory).
+    stamp: Option<FileStamp>,
+}
+
+/// Size and modification time of a model file: while a file keeps them, it is taken to hold the
+/// bytes that were checked.
+pub(crate) type FileStamp = (u64, Option<std::time::SystemTime>);
+
+fn file_stamp(path: &Path) -> std::io::Result<FileStamp> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.len(), m.modified().ok()))
+}
+
+/// Initializers smaller than this stay inline: the graph check reads small constants' values.
+const INLINE_MAX: usize = 4096;
+
+/// A model file's graph with its large initializers made external data pointing back into the
+/// file itself ([`msf_models::contract::without_inline_data`]): what a backend decodes instead
+/// of the whole file, so that it reads each weight from the file as it builds it and never holds
+/// a decoded copy beside its own.
+pub(crate) struct WeightsInFile {
+    pub file: PathBuf,
+    stamp: FileStamp,
+    /// The re-encoded graph (without the large initializers' bytes).
+    pub graph: Vec<u8>,
+}
+
+impl WeightsInFile {
+    /// The folder the external data is read from.
+    pub fn folder(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The file still has the size and modification time it had when it was read and checked.
+    pub fn unchanged(&self) -> bool {
+        file_stamp(&self.file).ok() == Some(self.stamp)
+    }
 }
 
 /// How messages name a model held in memory.
@@ -64,8 +101,13 @@ impl ModelFile {
         if !path.is_file() {
             return Err(Error::ModelNotFound { path: path.to_path_buf() });
         }
-        let bytes = std::fs::read(path).map_err(|e| Error::ModelLoad { path: path.to_path_buf(), reason: "cannot read the file".into(), source: Some(e.into()) })?;
-        Self::check(Bytes::from(bytes), Origin::File(path.to_path_buf()), foreign, limits)
+        let unreadable = |e: std::io::Error| Error::ModelLoad { path: path.to_path_buf(), reason: "cannot read the file".into(), source: Some(e.into()) };
+        let bytes = std::fs::read(path).map_err(unreadable)?;
+        let stamp = file_stamp(path).map_err(unreadable)?;
+        let mut file = Self::check(Bytes::from(bytes), Origin::File(path.to_path_buf()), foreign, limits)?;
+        // A file that grew or shrank while it was read is not what was checked.
+        file.stamp = (stamp.0 == file.bytes.len() as u64).then_some(stamp);
+        Ok(file)
     }
 
     /// Check an ONNX model held in memory (external data cannot be used then: there is no folder).
@@ -75,7 +117,21 @@ impl ModelFile {
 
     fn check(bytes: Bytes, origin: Origin, foreign: Option<&Preprocess>, limits: &Limits) -> Result<Self> {
         let contract = GraphContract::check_with(bytes.clone(), origin.dir(), foreign, limits).map_err(|e| contract_error(origin.label(), e))?;
-        Ok(ModelFile { bytes, origin, contract })
+        Ok(ModelFile { bytes, origin, contract, stamp: None })
+    }
+
+    /// The graph with its large initializers pointing into the file, for a file whose weights are
+    /// inline. `None` for a model in memory, one with external data of its own, a file that
+    /// changed while it was read, or bytes the rewrite cannot follow: then the backend decodes
+    /// [`ModelFile::bytes`].
+    pub fn weights_in_file(&self) -> Option<WeightsInFile> {
+        let (Origin::File(file), Some(stamp)) = (&self.origin, self.stamp) else { return None };
+        if self.contract.external_data {
+            return None;
+        }
+        let name = file.file_name()?.to_str()?;
+        let graph = msf_models::contract::without_inline_data(&self.bytes, INLINE_MAX, name)?.bytes;
+        Some(WeightsInFile { file: file.clone(), stamp, graph })
     }
 
     /// The path for messages (a placeholder for a model in memory).
@@ -103,7 +159,7 @@ impl ModelFile {
 }
 
 impl Origin {
-    fn label(&self) -> &Path {
+    pub fn label(&self) -> &Path {
         match self {
             Origin::File(p) => p,
             Origin::Memory => Path::new(IN_MEMORY),

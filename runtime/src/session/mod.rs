@@ -99,7 +99,7 @@ pub(crate) fn load_file(file: crate::model::ModelFile, opts: &SessionOptions) ->
             reason: "this build has no `tract` feature".into(),
         }),
         #[cfg(feature = "ort")]
-        BackendKind::Ort => Ok(Box::new(ort::OrtBackend::load(&file, opts)?)),
+        BackendKind::Ort => Ok(Box::new(ort::OrtBackend::load(file, opts)?)),
         #[cfg(not(feature = "ort"))]
         BackendKind::Ort => Err(crate::error::Error::BackendUnavailable {
             backend: "onnxruntime",

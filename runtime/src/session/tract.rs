@@ -5,7 +5,7 @@
 
 use super::{Backend, RawOutputs, SessionOptions};
 use crate::error::{Error, Result};
-use crate::model::{ModelFile, ModelInfo};
+use crate::model::{ModelFile, ModelInfo, WeightsInFile};
 use msf_models::interface::{INPUT_SLOTS, OUTPUT_MASKS};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,33 +39,12 @@ pub struct TractBackend {
 enum Graph {
     /// A model file: the ONNX graph whose large initializers point back into the file as external
     /// data (tract reads them from there), re-parsed for a new batch size. The file must not
-    /// change meanwhile: `stamp` is its size and modification time at load.
-    File { proto: tract_onnx::pb::ModelProto, file: PathBuf, stamp: FileStamp },
+    /// change meanwhile.
+    File { proto: tract_onnx::pb::ModelProto, file: WeightsInFile },
     /// A model given as bytes: the parsed model (its constants are shared with the plans until
     /// tract packs them).
     Memory(InferenceModel),
 }
-
-/// Size and modification time of a model file.
-type FileStamp = (u64, Option<std::time::SystemTime>);
-
-fn file_stamp(path: &Path) -> std::io::Result<FileStamp> {
-    let m = std::fs::metadata(path)?;
-    Ok((m.len(), m.modified().ok()))
-}
-
-/// The file still has the size and modification time it had at load.
-fn unchanged(file: &Path, stamp: &FileStamp) -> bool {
-    file_stamp(file).ok().as_ref() == Some(stamp)
-}
-
-/// The folder of a model file, where tract reads external data from.
-fn folder(file: &Path) -> &Path {
-    file.parent().unwrap_or(Path::new("."))
-}
-
-/// Initializers smaller than this stay inline: the graph check reads small constants' values.
-const INLINE_MAX: usize = 4096;
 
 fn load_err(path: &Path) -> impl Fn(TractError) -> Error + '_ {
     move |e| Error::backend_load(path, e)
@@ -130,38 +109,16 @@ impl TractBackend {
         let contract = &file.contract;
         let outputs = contract.outputs;
         let slots_default = contract.slots_default.clone();
-        // A file without external data of its own is decoded without its large initializers'
-        // bytes, which become external data pointing into the file itself: tract reads each
-        // tensor from the file as it parses, and the weights are never held twice (decoding them
-        // with the file's bytes still alive made a load peak at twice the file).
-        let in_file = match (file.path(), contract.external_data) {
-            (Some(p), false) => {
-                let stamp = file_stamp(p).map_err(|e| Error::ModelLoad { path: path.to_path_buf(), reason: "cannot read the file".into(), source: Some(e.into()) })?;
-                let name = p.file_name().and_then(|n| n.to_str()).map(str::to_owned);
-                let stripped = msf_models::contract::without_inline_data(&file.bytes, INLINE_MAX);
-                name.zip(stripped).map(|(name, stripped)| (p.to_path_buf(), stamp, name, stripped))
-            }
-            _ => None,
-        };
-        let decode = |bytes: &[u8]| {
-            tract_onnx::pb::ModelProto::decode(bytes).map_err(|e| Error::ModelLoad {
-                path: path.to_path_buf(),
-                reason: "not a readable ONNX protobuf".into(),
-                source: Some(e.into()),
-            })
-        };
-        let (mut proto, in_file) = match in_file {
-            Some((model_file, stamp, name, stripped)) => {
-                let mut proto = decode(&stripped.bytes)?;
-                drop(stripped.bytes);
-                if proto.graph.as_mut().is_some_and(|graph| point_into_file(graph, &stripped.ranges, &name)) {
-                    (proto, Some((model_file, stamp)))
-                } else {
-                    (decode(&file.bytes)?, None)
-                }
-            }
-            None => (decode(&file.bytes)?, None),
-        };
+        // A file with inline weights is decoded without them: tract reads each tensor from the
+        // file as it parses, and the weights are never held twice (decoding them with the file's
+        // bytes still alive made a load peak at twice the file).
+        let in_file = file.weights_in_file();
+        let decoded = tract_onnx::pb::ModelProto::decode(in_file.as_ref().map_or(&file.bytes[..], |f| &f.graph[..]));
+        let mut proto = decoded.map_err(|e| Error::ModelLoad {
+            path: path.to_path_buf(),
+            reason: "not a readable ONNX protobuf".into(),
+            source: Some(e.into()),
+        })?;
         let graph = proto.graph.as_mut().ok_or_else(|| Error::model_load(path, "not an ONNX model (the file has no graph)"))?;
         let native_argmax = detach_mask_argmax(graph, outputs[2]);
         if !fast_integer_matmul() {
@@ -175,14 +132,15 @@ impl TractBackend {
         let dir = file.dir().map(Path::to_path_buf);
         let ModelFile { bytes, .. } = file;
         let (graph, model, graph_bytes) = match in_file {
-            Some((model_file, stamp)) => {
+            Some(mut in_file) => {
                 drop(bytes);
-                let model = parse(&proto, Some(folder(&model_file)), path)?;
-                if !unchanged(&model_file, &stamp) {
+                in_file.graph = Vec::new();
+                let model = parse(&proto, Some(in_file.folder()), path)?;
+                if !in_file.unchanged() {
                     return Err(Error::model_load(path, "the file changed while it was being loaded"));
                 }
                 let graph_bytes = proto.encode_to_vec().into();
-                (Graph::File { proto, file: model_file, stamp }, model, graph_bytes)
+                (Graph::File { proto, file: in_file }, model, graph_bytes)
             }
             None => {
                 let model = parse(&proto, dir.as_deref(), path)?;
@@ -228,13 +186,13 @@ impl TractBackend {
             .map_err(|reason| Error::model_load(path, format!("at batch {batch}: {reason}")))?;
         let model = match &self.graph {
             Graph::Memory(model) => model.clone(),
-            Graph::File { proto, file, stamp } => {
+            Graph::File { proto, file } => {
                 let changed = || Error::model_load(path, format!("the file changed since it was loaded; load it again to run batch {batch}"));
-                if !unchanged(file, stamp) {
+                if !file.unchanged() {
                     return Err(changed());
                 }
-                let model = guarded(path, "loading the model", || parse(proto, Some(folder(file)), path))?;
-                if !unchanged(file, stamp) {
+                let model = guarded(path, "loading the model", || parse(proto, Some(file.folder()), path))?;
+                if !file.unchanged() {
                     return Err(changed());
                 }
                 model
@@ -273,26 +231,6 @@ fn parse(proto: &tract_onnx::pb::ModelProto, dir: Option<&Path>, path: &Path) ->
         return Err(Error::model_load(path, format!("unresolved inputs {:?}", parsed.unresolved_inputs)));
     }
     Ok(parsed.model)
-}
-
-/// Make the initializers whose `raw_data` was left out at `ranges` (from
-/// [`msf_models::contract::without_inline_data`], in the same order) external data in the file
-/// `file_name`. False when the decoded graph does not line up with the ranges (then the caller
-/// decodes the whole file).
-fn point_into_file(graph: &mut tract_onnx::pb::GraphProto, ranges: &[Option<(u64, u64)>], file_name: &str) -> bool {
-    use tract_onnx::pb::{tensor_proto::DataLocation, StringStringEntryProto};
-    let lined_up = ranges.len() == graph.initializer.len()
-        && graph.initializer.iter().zip(ranges).all(|(t, r)| r.is_none() || (t.raw_data.is_empty() && t.external_data.is_empty()));
-    if !lined_up {
-        return false;
-    }
-    for (t, range) in graph.initializer.iter_mut().zip(ranges) {
-        let Some((offset, length)) = *range else { continue };
-        t.data_location = Some(DataLocation::External as i32);
-        let entry = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v };
-        t.external_data = vec![entry("location", file_name.into()), entry("offset", offset.to_string()), entry("length", length.to_string())];
-    }
-    true
 }
 
 /// tract's ArgMax slices its input once per output pixel: ~9 ms a frame for 7×256×256 mask
