@@ -192,6 +192,16 @@ def checkpoints(fx: str, out: str) -> None:
 # ------------------------------------------------------------------------------------------------------
 
 
+def varint(n: int) -> bytes:
+    """A protobuf base-128 varint."""
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def models(fx: str, exported: str, out: str) -> None:
     import onnx
     from onnx import TensorProto, helper
@@ -235,6 +245,27 @@ def models(fx: str, exported: str, out: str) -> None:
     write(out, "model-renamed-output.onnx", mm.SerializeToString())
     # A checkpoint given where a model belongs.
     shutil.copyfile(os.path.join(fx, "tiny-slate-msf.pth"), os.path.join(out, "model-is-checkpoint.onnx"))
+    # Initializer encodings the runtimes' weights-from-the-file loading must follow or refuse: the
+    # largest weight's raw_data given twice (zeros, then the real bytes: protobuf keeps the last),
+    # and cut to half its shape's size.
+    def ld(tag: int, payload: bytes) -> bytes:
+        return varint(tag << 3 | 2) + varint(len(payload)) + payload
+
+    mm = onnx.ModelProto()
+    mm.CopyFrom(base)
+    big = max(range(len(mm.graph.initializer)), key=lambda i: len(mm.graph.initializer[i].raw_data))
+    t = onnx.TensorProto()
+    t.CopyFrom(mm.graph.initializer[big])
+    real, t.raw_data = t.raw_data, bytes(len(t.raw_data))
+    del mm.graph.initializer[big]
+    graph = mm.graph.SerializeToString() + ld(5, t.SerializeToString() + ld(9, real))
+    mm.ClearField("graph")
+    write(out, "model-init-raw-twice.onnx", mm.SerializeToString() + ld(7, graph))
+    mm = onnx.ModelProto()
+    mm.CopyFrom(base)
+    t = mm.graph.initializer[big]
+    t.raw_data = t.raw_data[: len(t.raw_data) // 2]
+    write(out, "model-init-short.onnx", mm.SerializeToString())
     # A reference for `msf-export --reference` whose input is the 256 image, for a --no-resize model
     # (which takes the 224 one).
     ref = os.path.join(fx, "ref")
