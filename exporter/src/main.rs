@@ -35,6 +35,13 @@ struct Cli {
     /// onnxruntime (`msf-run --backend ort`) on CPUs with VNNI.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     precision: PrecisionArg,
+    /// With `--precision int8`: the weights' range in bits, 8 (±127) or 7 (±63). Use 7 for
+    /// onnxruntime on x86-64 CPUs without VNNI (AVX2 only): its int8 kernel adds pairs of
+    /// products in 16 bits, which saturate with 8-bit weights (full-size SLATE-MSF, 60 frames:
+    /// masks 88.9 % equal to fp32 with 8 bits, 98.7 % with 7). tract, and onnxruntime with VNNI
+    /// or on ARM, do not saturate: 8 bits are more precise there.
+    #[arg(long, value_name = "BITS", default_value_t = 8, value_parser = clap::value_parser!(u8).range(7..=8))]
+    int8_weight_bits: u8,
     /// Leave out the `slots_init` input. By default the graph takes `slots_init` (N,K,D): the
     /// previous frame's slots (N = B) in temporal mode, or an empty tensor (N = 0) for the learned
     /// initial slots; without it `msf-run --temporal` can only match ids between frames.
@@ -144,6 +151,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             },
             slots_in: !cli.no_slots_in,
             resize_in_graph: !cli.no_resize,
+            int8_weight_bits: cli.int8_weight_bits,
         },
         spec: SpecOptions { iters: cli.iters, strict: cli.strict },
         limits: Limits { max_file_bytes: cli.max_checkpoint_bytes, max_tensors: cli.max_tensors, ..Limits::default() },
@@ -151,6 +159,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     };
     if cli.iters == 0 {
         bail!("--iters must be at least 1");
+    }
+    if cli.int8_weight_bits != 8 && !matches!(cli.precision, PrecisionArg::Int8) {
+        bail!("--int8-weight-bits applies to --precision int8");
     }
     if let Some(parent) = cli.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         if parent.exists() && !parent.is_dir() {

@@ -11,6 +11,8 @@ use msf_models::onnx::{attribute_proto::AttributeType, tensor_proto::DataType, A
 pub(super) struct Builder {
     pub(super) opset: i64,
     pub(super) precision: Precision,
+    /// Largest magnitude of an int8 weight (127, or 63 for 7-bit weights).
+    pub(super) int8_weight_max: f32,
     pub(super) nodes: Vec<NodeProto>,
     pub(super) inits: Vec<TensorProto>,
     next: usize,
@@ -61,7 +63,7 @@ pub(super) fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 impl Builder {
     pub(super) fn new(opset: i64, precision: Precision) -> Builder {
-        Builder { opset, precision, nodes: vec![], inits: vec![], next: 0 }
+        Builder { opset, precision, int8_weight_max: 127.0, nodes: vec![], inits: vec![], next: 0 }
     }
 
     pub(super) fn fresh(&mut self, hint: &str) -> String {
@@ -138,9 +140,10 @@ impl Builder {
             }
         }
         for s in &mut scale {
-            *s = if *s > 0.0 { *s / 127.0 } else { 1.0 };
+            *s = if *s > 0.0 { *s / self.int8_weight_max } else { 1.0 };
         }
-        let q: Vec<u8> = wt.iter().enumerate().map(|(k, v)| (v / scale[k % o]).round().clamp(-127.0, 127.0) as i8 as u8).collect();
+        let m = self.int8_weight_max;
+        let q: Vec<u8> = wt.iter().enumerate().map(|(k, v)| (v / scale[k % o]).round().clamp(-m, m) as i8 as u8).collect();
         let wq = self.init(TensorProto {
             name: Some(format!("{name}.weight_q")),
             dims: vec![i as i64, o as i64],

@@ -78,11 +78,15 @@ pub struct GraphOptions {
     pub slots_in: bool,
     /// Keep the bicubic image→backbone resize inside the graph.
     pub resize_in_graph: bool,
+    /// Bits of the int8 weights' range under `Precision::Int8`: 8 (±127), or 7 (±63) for
+    /// onnxruntime on x86-64 CPUs without VNNI, whose u8×s8 kernel adds pairs of products in 16
+    /// bits (`vpmaddubsw`): 255 · 127 · 2 overflows them and saturates, 255 · 63 · 2 does not.
+    pub int8_weight_bits: u8,
 }
 
 impl Default for GraphOptions {
     fn default() -> Self {
-        GraphOptions { opset: DEFAULT_OPSET, precision: Precision::Fp32, slots_in: true, resize_in_graph: true }
+        GraphOptions { opset: DEFAULT_OPSET, precision: Precision::Fp32, slots_in: true, resize_in_graph: true, int8_weight_bits: 8 }
     }
 }
 
@@ -90,6 +94,8 @@ impl Default for GraphOptions {
 pub enum GraphError {
     #[error("opset {0} is not supported (use {MIN_OPSET}..={MAX_OPSET})")]
     Opset(i64),
+    #[error("int8 weights of {0} bits are not supported (use 7 or 8)")]
+    Int8WeightBits(u8),
     #[error("`{key}` is not among the checkpoint's weights")]
     MissingWeight { key: String },
     #[error("the backbone has {depth} blocks: there is no block {index}")]
@@ -131,7 +137,12 @@ fn builder(opts: &GraphOptions) -> Result<Builder, GraphError> {
     if !(MIN_OPSET..=MAX_OPSET).contains(&opts.opset) {
         return Err(GraphError::Opset(opts.opset));
     }
-    Ok(Builder::new(opts.opset, opts.precision))
+    if !(7..=8).contains(&opts.int8_weight_bits) {
+        return Err(GraphError::Int8WeightBits(opts.int8_weight_bits));
+    }
+    let mut b = Builder::new(opts.opset, opts.precision);
+    b.int8_weight_max = ((1i32 << (opts.int8_weight_bits - 1)) - 1) as f32;
+    Ok(b)
 }
 
 /// A tensor's type with a symbolic batch dimension in front of `dims`.
@@ -313,6 +324,30 @@ mod tests {
             assert_eq!(whole.0, nodes, "nodes, {opts:?}");
             assert!(whole.1 == inits, "initializers, {opts:?}");
         }
+    }
+
+    /// 7-bit weights use the whole ±63 range of every output column and nothing beyond it.
+    #[test]
+    fn int8_weights_span_the_range_their_bits_give() {
+        let spec = tiny_spec();
+        for (bits, max) in [(8u8, 127i8), (7, 63)] {
+            let opts = GraphOptions { precision: Precision::Int8, int8_weight_bits: bits, ..Default::default() };
+            let g = build_graph(&spec, &pre(&spec), &opts).unwrap();
+            let weights: Vec<&msf_models::onnx::TensorProto> = g.initializer.iter().filter(|t| t.name.as_deref().is_some_and(|n| n.ends_with(".weight_q"))).collect();
+            assert!(!weights.is_empty());
+            for t in weights {
+                let o = t.dims[1] as usize;
+                let q: Vec<i8> = t.raw_data.as_ref().unwrap().iter().map(|&b| b as i8).collect();
+                assert!(q.iter().all(|&v| (-max..=max).contains(&v)), "{bits} bits: {:?} out of ±{max}", t.name);
+                let mut top = vec![0i8; o];
+                for (k, &v) in q.iter().enumerate() {
+                    top[k % o] = top[k % o].max(v.abs());
+                }
+                assert!(top.iter().all(|&m| m == max), "{bits} bits: some column of {:?} does not reach ±{max}", t.name);
+            }
+        }
+        let opts = GraphOptions { precision: Precision::Int8, int8_weight_bits: 6, ..Default::default() };
+        assert!(build_graph(&spec, &pre(&spec), &opts).unwrap_err().to_string().contains("use 7 or 8"));
     }
 
     #[test]
