@@ -102,11 +102,13 @@ impl ModelFile {
             return Err(Error::ModelNotFound { path: path.to_path_buf() });
         }
         let unreadable = |e: std::io::Error| Error::ModelLoad { path: path.to_path_buf(), reason: "cannot read the file".into(), source: Some(e.into()) };
+        let before = file_stamp(path).map_err(unreadable)?;
         let bytes = std::fs::read(path).map_err(unreadable)?;
-        let stamp = file_stamp(path).map_err(unreadable)?;
+        let after = file_stamp(path).map_err(unreadable)?;
         let mut file = Self::check(Bytes::from(bytes), Origin::File(path.to_path_buf()), foreign, limits)?;
-        // A file that grew or shrank while it was read is not what was checked.
-        file.stamp = (stamp.0 == file.bytes.len() as u64).then_some(stamp);
+        // A file written to while it was read is not known to hold what was checked: the
+        // backends then use the bytes read, not the file.
+        file.stamp = (before == after && after.0 == file.bytes.len() as u64).then_some(after);
         Ok(file)
     }
 
