@@ -290,35 +290,25 @@ fn show(dims: &[Option<usize>]) -> String {
 const FLOAT: i32 = 1;
 const EXTERNAL: i32 = 1;
 
-/// A model's bytes with the inline `raw_data` of its large top-level initializers turned into
-/// external data pointing at the same bytes in the model's own file, so that a runtime can decode
-/// the graph without copying the weights and read each one from the file as it builds it.
-#[derive(Debug)]
-pub struct WithoutInlineData {
-    /// The re-encoded model: every other field byte for byte as it was.
-    pub bytes: Vec<u8>,
-    /// For each top-level initializer in file order, `(offset, length)` of the `raw_data` that
-    /// became external data (`None` where it was kept: smaller than the threshold, or none).
-    pub ranges: Vec<Option<(u64, u64)>>,
-}
-
 /// Protobuf field numbers: ModelProto.graph, GraphProto.initializer, TensorProto.raw_data,
-/// .external_data and .data_location, StringStringEntryProto.key and .value.
+/// .external_data and .data_location.
 const MODEL_GRAPH: u32 = 7;
 const GRAPH_INITIALIZER: u32 = 5;
 const TENSOR_RAW_DATA: u32 = 9;
 const TENSOR_EXTERNAL_DATA: u32 = 13;
 const TENSOR_DATA_LOCATION: u32 = 14;
 
-/// Make every top-level initializer holding at least `min_len` bytes of `raw_data` external data
-/// at its offset in `location` (the model file's name; the bytes must be that file's). `None`
-/// when the bytes are not a protobuf this can rewrite faithfully (groups, a tensor with its
-/// `raw_data` given twice or already naming external data): the caller then decodes the whole file.
-pub fn without_inline_data(bytes: &[u8], min_len: usize, location: &str) -> Option<WithoutInlineData> {
-    use prost::encoding::{encode_key, encode_varint, string, WireType};
+/// A model's bytes re-encoded with every top-level initializer holding at least `min_len` bytes
+/// of `raw_data` made external data at its offset in `location` (the model file's name; the
+/// bytes must be that file's), every other field byte for byte: a runtime then decodes the graph
+/// without copying the weights and reads each one from the file as it builds it. `None` when the
+/// bytes are not a protobuf this can rewrite faithfully (groups, a tensor with its `raw_data`
+/// given twice or already naming external data): the caller then decodes the whole file.
+pub fn without_inline_data(bytes: &[u8], min_len: usize, location: &str) -> Option<Vec<u8>> {
+    use crate::onnx::StringStringEntryProto;
+    use prost::encoding::{int32, message};
     let base = bytes.as_ptr() as usize;
-    let mut ranges = Vec::new();
-    let mut graph = |payload: &[u8]| {
+    let graph = |payload: &[u8]| {
         rewrite(payload, &mut |tag, payload| {
             let Some(payload) = payload.filter(|_| tag == GRAPH_INITIALIZER) else { return Some(Edit::Keep) };
             let (mut raws, mut external, mut left_out) = (0, false, None);
@@ -337,26 +327,18 @@ pub fn without_inline_data(bytes: &[u8], min_len: usize, location: &str) -> Opti
             }
             if let Some((offset, length)) = left_out {
                 for (k, v) in [("location", location.to_owned()), ("offset", offset.to_string()), ("length", length.to_string())] {
-                    let mut entry = Vec::new();
-                    string::encode(1, &k.to_owned(), &mut entry);
-                    string::encode(2, &v, &mut entry);
-                    encode_key(TENSOR_EXTERNAL_DATA, WireType::LengthDelimited, &mut tensor);
-                    encode_varint(entry.len() as u64, &mut tensor);
-                    tensor.extend_from_slice(&entry);
+                    let entry = StringStringEntryProto { key: Some(k.into()), value: Some(v) };
+                    message::encode(TENSOR_EXTERNAL_DATA, &entry, &mut tensor);
                 }
-                // TensorProto.DataLocation.EXTERNAL
-                encode_key(TENSOR_DATA_LOCATION, WireType::Varint, &mut tensor);
-                encode_varint(1, &mut tensor);
+                int32::encode(TENSOR_DATA_LOCATION, &EXTERNAL, &mut tensor);
             }
-            ranges.push(left_out);
             Some(Edit::Replace(tensor))
         })
     };
-    let bytes = rewrite(bytes, &mut |tag, payload| match payload.filter(|_| tag == MODEL_GRAPH) {
+    rewrite(bytes, &mut |tag, payload| match payload.filter(|_| tag == MODEL_GRAPH) {
         Some(graph_bytes) => graph(graph_bytes).map(Edit::Replace),
         None => Some(Edit::Keep),
-    })?;
-    Some(WithoutInlineData { bytes, ranges })
+    })
 }
 
 /// What [`rewrite`] does with one field.
@@ -550,29 +532,29 @@ mod tests {
         initializer.push(TensorProto { name: Some("w".into()), dims: vec![3], data_type: Some(2), raw_data: Some(vec![9, 8, 7].into()), ..Default::default() });
         let bytes = m.encode_to_vec();
         let out = without_inline_data(&bytes, 4, "m.onnx").unwrap();
+        let mut stripped = ModelProto::decode(&out[..]).unwrap();
         // The slots default (7 × 256 floats) becomes external; the 3-byte `w` stays inline.
-        assert_eq!(out.ranges.len(), 4);
-        assert_eq!(out.ranges[1..], [None, None, None]);
-        let (o, l) = out.ranges[0].unwrap();
-        let want: Vec<u8> = (0..7 * 256).flat_map(|i| (i as f32).to_le_bytes()).collect();
-        assert_eq!(&bytes[o as usize..(o + l) as usize], &want[..]);
-        let mut stripped = ModelProto::decode(&out.bytes[..]).unwrap();
+        let inits = &stripped.graph.as_ref().unwrap().initializer;
+        assert!(inits[1..].iter().all(|t| t.external_data.is_empty() && t.data_location.is_none()));
         let t = &mut stripped.graph.as_mut().unwrap().initializer[0];
         assert_eq!(t.raw_data, None);
         assert_eq!(t.data_location, Some(EXTERNAL));
-        let entries: Vec<(String, String)> = t.external_data.iter().map(|e| (e.key.clone().unwrap(), e.value.clone().unwrap())).collect();
-        assert_eq!(entries, [("location".into(), "m.onnx".into()), ("offset".into(), o.to_string()), ("length".into(), l.to_string())]);
+        let entry = |k: &str| t.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone()).unwrap();
+        assert_eq!((t.external_data.len(), entry("location").as_str()), (3, "m.onnx"));
+        let (o, l): (usize, usize) = (entry("offset").parse().unwrap(), entry("length").parse().unwrap());
+        let want: Vec<u8> = (0..7 * 256).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        assert_eq!(&bytes[o..o + l], &want[..]);
         // The contract reads the slots default from the file as external data.
         let dir = std::env::temp_dir().join(format!("msf-without-inline-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("m.onnx"), &bytes).unwrap();
-        let checked = GraphContract::check(Bytes::from(out.bytes.clone()), Some(&dir), None);
+        let checked = GraphContract::check(Bytes::from(out.clone()), Some(&dir), None);
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(checked.unwrap().slots_default, check(&m, None, None).unwrap().slots_default);
         (t.raw_data, t.data_location, t.external_data) = (m.graph.as_ref().unwrap().initializer[0].raw_data.clone(), None, vec![]);
         assert_eq!(stripped, m, "everything else is unchanged");
         // Nothing to move: the same bytes.
-        assert_eq!(without_inline_data(&bytes, usize::MAX, "m.onnx").unwrap().bytes, bytes);
+        assert_eq!(without_inline_data(&bytes, usize::MAX, "m.onnx").unwrap(), bytes);
         // Not a protobuf, a truncated one, a group, raw_data given twice, or beside external data:
         // not rewritten.
         assert!(without_inline_data(b"\xff\xff", 4, "m.onnx").is_none());
@@ -590,7 +572,7 @@ mod tests {
         assert!(without_inline_data(&in_graph(&raw.repeat(2)), 100, "m.onnx").is_none());
         let located = TensorProto { raw_data: Some(vec![1; 8].into()), data_location: Some(EXTERNAL), ..Default::default() }.encode_to_vec();
         assert!(without_inline_data(&in_graph(&located), 4, "m.onnx").is_none());
-        assert_eq!(without_inline_data(&in_graph(&located), 100, "m.onnx").unwrap().ranges, [None]);
+        assert_eq!(without_inline_data(&in_graph(&located), 100, "m.onnx").unwrap(), in_graph(&located));
     }
 
     fn err(m: &ModelProto) -> String {

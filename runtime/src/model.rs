@@ -132,7 +132,7 @@ impl ModelFile {
             return None;
         }
         let name = file.file_name()?.to_str()?;
-        let graph = msf_models::contract::without_inline_data(&self.bytes, INLINE_MAX, name)?.bytes;
+        let graph = msf_models::contract::without_inline_data(&self.bytes, INLINE_MAX, name)?;
         Some(WeightsInFile { file: file.clone(), stamp, graph })
     }
 
